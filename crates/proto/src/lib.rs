@@ -1,0 +1,19 @@
+//! Burrow's protocol core, with no I/O, no clock and no async runtime.
+//!
+//! Everything that crosses a wire in Burrow is defined here, so that the native shells
+//! (`burrowd`, `burrow-agent`, the `burrow` CLI) and the browser client (Wasm) speak it
+//! from one source:
+//!
+//! - [`frame`] and [`tunnel`]: the stream protocol carried on a WebRTC data channel.
+//!   Many TCP streams share one channel; per-stream credit keeps one slow stream from
+//!   stalling the others and bounds the memory each stream may hold.
+//! - [`signal`]: the JSON messages exchanged with burrowd's signaling broker.
+//! - [`turn_auth`]: TURN REST credentials (coturn's `use-auth-secret` scheme).
+//!
+//! Time comes in as arguments (milliseconds from a clock the caller owns) and bytes come
+//! in and go out as buffers: the caller moves them between sockets or browser APIs.
+
+pub mod frame;
+pub mod signal;
+pub mod tunnel;
+pub mod turn_auth;
