@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Installs what Burrow's builds and end-to-end tests need, skipping whatever is already there.
+#
+#   scripts/install-deps.sh native   # apt packages for the native e2e tests (postgres, sshd, coturn)
+#   scripts/install-deps.sh all      # native + chromium/chromedriver + wasm toolchain (default)
+#
+# Idempotent: safe to run repeatedly; prints one line per item ("present" or "installed").
+# Runs apt-get as root (directly, or through sudo when not root). Needs cargo/rustup on PATH
+# for the wasm part (rustup itself is not installable from apt with a recent enough toolchain).
+set -euo pipefail
+
+MODE="${1:-all}"
+case "$MODE" in
+  native | all) ;;
+  -h | --help)
+    sed -n '2,9p' "$0"
+    exit 0
+    ;;
+  *)
+    echo "usage: $0 [native|all]" >&2
+    exit 2
+    ;;
+esac
+
+WASM_BINDGEN_VERSION="0.2.130"
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=(sudo)
+fi
+
+# --- apt -----------------------------------------------------------------------------------------
+APT_PACKAGES=(
+  postgresql postgresql-client openssh-server openssh-client coturn
+  libkrb5-dev curl ca-certificates pkg-config
+)
+if [ "$MODE" = all ]; then
+  APT_PACKAGES+=(chromium chromium-driver)
+fi
+# Rust needs a C linker (and the cargo installs below compile C code: ring, lzma-sys).
+if ! command -v cc >/dev/null 2>&1; then
+  APT_PACKAGES+=(gcc libc6-dev)
+fi
+
+apt_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if apt_installed "$pkg"; then
+    echo "apt: $pkg present"
+  else
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "apt: installing ${missing[*]}"
+  "${SUDO[@]}" apt-get update -qq
+  # policy-rc.d-less containers: the postgresql/ssh/coturn postinst may try to start services;
+  # the tests start their own instances on free ports, so a failed/started system service is harmless.
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  for pkg in "${missing[@]}"; do
+    echo "apt: $pkg installed"
+  done
+fi
+
+# sshd's privilege-separation directory (normally created by systemd's tmpfiles; absent in containers).
+if [ -d /run/sshd ]; then
+  echo "dir: /run/sshd present"
+else
+  "${SUDO[@]}" install -d -m 0755 /run/sshd
+  echo "dir: /run/sshd installed"
+fi
+
+if [ "$MODE" = native ]; then
+  exit 0
+fi
+
+# --- wasm toolchain ------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
+  echo "error: cargo and rustup must be on PATH (install Rust via rustup first)" >&2
+  exit 1
+fi
+
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "rustup: target wasm32-unknown-unknown present"
+else
+  rustup target add wasm32-unknown-unknown
+  echo "rustup: target wasm32-unknown-unknown installed"
+fi
+
+# No --locked: the crates.io mirror lags behind the lockfiles these crates ship.
+installed_wasm_bindgen="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+if [ "$installed_wasm_bindgen" = "$WASM_BINDGEN_VERSION" ]; then
+  echo "cargo: wasm-bindgen-cli $WASM_BINDGEN_VERSION present"
+else
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+  echo "cargo: wasm-bindgen-cli $WASM_BINDGEN_VERSION installed (was: ${installed_wasm_bindgen:-none})"
+fi
+
+if command -v wasm-pack >/dev/null 2>&1; then
+  echo "cargo: wasm-pack present ($(wasm-pack --version 2>/dev/null || echo '?'))"
+else
+  cargo install wasm-pack
+  echo "cargo: wasm-pack installed ($(wasm-pack --version 2>/dev/null || echo '?'))"
+fi
+
+# wasm-pack looks for wasm-opt on PATH and otherwise downloads it from GitHub, which CI cannot reach:
+# build with `wasm-pack build --no-opt` (or `--dev`, which skips wasm-opt by default).
+if command -v wasm-opt >/dev/null 2>&1; then
+  echo "note: wasm-opt present ($(wasm-opt --version 2>/dev/null || echo '?'))"
+else
+  echo "note: wasm-opt absent: use 'wasm-pack build --no-opt' or --dev (wasm-pack would download it from GitHub)"
+fi
