@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test, installing what is missing first. README.md names this command and
+# .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing what the tests need"
+bash scripts/install-deps.sh native
+
+step "formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "proto builds for wasm32 (the browser client runs it)"
+cargo build -p burrow-proto --target wasm32-unknown-unknown --locked
+
+step "building the binaries the end-to-end tests run"
+cargo build --workspace --bins --locked
+
+step "unit, integration and end-to-end tests"
+# The end-to-end tests each start real burrowd, agent, PostgreSQL, OpenSSH or coturn
+# processes; two at a time is what this 2-core machine carries.
+cargo test --workspace --locked -- --test-threads=2
