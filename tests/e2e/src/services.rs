@@ -58,32 +58,21 @@ impl Postgres {
         } else {
             None
         };
+        let root = postgres_temp_root();
         let dir = tempfile::Builder::new()
             .prefix("burrow-pg-")
-            .tempdir_in(world_traversable_temp_root())
+            .tempdir_in(&root)
             .context("creating PostgreSQL's temp dir")?;
-        if let Some(user) = &run_as {
-            std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .context("chown of PostgreSQL's temp dir to the postgres user")?;
-        }
-        let as_user = |cmd: &mut Command| {
-            if let Some(user) = &run_as {
-                cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-                cmd.env("HOME", dir.path()).env("USER", "postgres");
-            }
-            // initdb and postgres chdir-check their cwd; the test's cwd may be unreadable to them.
-            cmd.current_dir(dir.path());
-        };
+        chown_to(dir.path(), run_as.as_ref())?;
+        let as_user = |cmd: &mut Command| run_as_user(cmd, run_as.as_ref(), dir.path());
 
+        // initdb takes seconds; copying a cached cluster a fraction of that.
+        let template = postgres_template(&bin, &root, run_as.as_ref())?;
         let data = dir.path().join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
-            .args(["--no-sync", "--no-instructions"]);
-        as_user(&mut initdb);
-        run_checked(&mut initdb, "initdb")?;
+        let mut cp = Command::new("cp");
+        cp.arg("-a").arg(&template).arg(&data);
+        as_user(&mut cp);
+        run_checked(&mut cp, "copying the template cluster")?;
 
         let port = free_tcp_port()?;
         let mut cmd = Command::new(bin.join("postgres"));
@@ -173,7 +162,14 @@ impl Postgres {
 
     fn pg_client_cmd(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
-        for var in ["PGPASSWORD", "PGSERVICE", "PGSSLMODE", "PGHOST", "PGHOSTADDR", "PGOPTIONS"] {
+        for var in [
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGSSLMODE",
+            "PGHOST",
+            "PGHOSTADDR",
+            "PGOPTIONS",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("PGDATABASE", "postgres")
@@ -188,11 +184,18 @@ fn postgres_bin_dir() -> Result<PathBuf> {
     let root = Path::new("/usr/lib/postgresql");
     let mut best: Option<(u32, PathBuf)> = None;
     let entries = fs::read_dir(root).with_context(|| {
-        format!("{} not found: install postgresql (scripts/install-deps.sh)", root.display())
+        format!(
+            "{} not found: install postgresql (scripts/install-deps.sh)",
+            root.display()
+        )
     })?;
     for entry in entries {
         let entry = entry?;
-        let Some(version) = entry.file_name().to_str().and_then(|v| v.parse::<u32>().ok()) else {
+        let Some(version) = entry
+            .file_name()
+            .to_str()
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
             continue;
         };
         let bin = entry.path().join("bin");
@@ -208,6 +211,85 @@ fn postgres_bin_dir() -> Result<PathBuf> {
     })
 }
 
+/// Bump when the initdb arguments change (the template's name carries it).
+const PG_TEMPLATE_VERSION: u32 = 1;
+
+/// A pristine cluster made by initdb, cached across tests and test runs in
+/// `<temp root>/burrow-e2e-pg<version>-template-v<N>-<uid>` (about 30 MB; delete it freely).
+/// Created atomically (initdb in a scratch dir, then rename), so concurrent tests and processes
+/// agree on it; within a process, one test runs initdb while the others wait.
+fn postgres_template(bin: &Path, root: &Path, run_as: Option<&User>) -> Result<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+
+    let version = bin
+        .parent()
+        .and_then(|v| v.file_name())
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let uid = run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid.as_raw());
+    let template = root.join(format!(
+        "burrow-e2e-pg{version}-template-v{PG_TEMPLATE_VERSION}-{uid}"
+    ));
+    let marker = "burrow-template-complete";
+    if template.join(marker).is_file() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(&template)?;
+        // In a world-writable dir, trust only a template owned by the user that will run it.
+        ensure!(
+            meta.uid() == uid && meta.mode() & 0o022 == 0,
+            "{} is not owned by uid {uid} or is group/world-writable; delete it",
+            template.display()
+        );
+        return Ok(template);
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix("burrow-pg-template-")
+        .tempdir_in(root)
+        .context("creating a scratch dir for initdb")?;
+    chown_to(scratch.path(), run_as)?;
+    let data = scratch.path().join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+        .args(["--no-sync", "--no-instructions", "--wal-segsize=1"]);
+    run_as_user(&mut initdb, run_as, scratch.path());
+    run_checked(&mut initdb, "initdb")?;
+    let marker_path = data.join(marker);
+    fs::write(&marker_path, "").with_context(|| format!("writing {}", marker_path.display()))?;
+    chown_to(&marker_path, run_as)?;
+    match fs::rename(&data, &template) {
+        Ok(()) => Ok(template),
+        // Another process got there first.
+        Err(_) if template.join(marker).is_file() => Ok(template),
+        Err(e) => Err(anyhow!(e).context(format!(
+            "renaming {} to {}",
+            data.display(),
+            template.display()
+        ))),
+    }
+}
+
+fn chown_to(path: &Path, user: Option<&User>) -> Result<()> {
+    if let Some(user) = user {
+        std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .with_context(|| format!("chown of {} to {}", path.display(), user.name))?;
+    }
+    Ok(())
+}
+
+/// Runs `cmd` as `user` (if any) in `cwd` (initdb and postgres need a cwd they can access).
+fn run_as_user(cmd: &mut Command, user: Option<&User>, cwd: &Path) {
+    if let Some(user) = user {
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        cmd.env("HOME", cwd).env("USER", &user.name);
+    }
+    cmd.current_dir(cwd);
+}
+
 /// The `postgres` system user, created if missing (the Debian package normally creates it).
 fn postgres_user() -> Result<User> {
     if let Some(user) = User::from_name("postgres").context("looking up user postgres")? {
@@ -215,20 +297,41 @@ fn postgres_user() -> Result<User> {
     }
     let mut useradd = Command::new("useradd");
     useradd.args(["--system", "--user-group", "--no-create-home"]);
-    useradd.args(["--home-dir", "/var/lib/postgresql", "--shell", "/bin/false", "postgres"]);
+    useradd.args([
+        "--home-dir",
+        "/var/lib/postgresql",
+        "--shell",
+        "/bin/false",
+        "postgres",
+    ]);
     run_checked(&mut useradd, "useradd postgres")?;
     User::from_name("postgres")
         .context("looking up user postgres")?
         .ok_or_else(|| anyhow!("user postgres still missing after useradd"))
 }
 
+/// Where clusters go: /dev/shm when it is a tmpfs with at least 2 GiB free (copying a 30 MB
+/// cluster to a disk can take seconds), else [`world_traversable_temp_root`].
+fn postgres_temp_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let roomy = nix::sys::statvfs::statvfs(shm)
+        .is_ok_and(|st| st.blocks_available().saturating_mul(st.fragment_size()) >= 2 << 30);
+    let open =
+        fs::metadata(shm).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777);
+    if roomy && open {
+        shm.to_owned()
+    } else {
+        world_traversable_temp_root()
+    }
+}
+
 /// The system temp dir if every ancestor is searchable by others (the postgres user must reach
 /// its data directory), otherwise /tmp.
 fn world_traversable_temp_root() -> PathBuf {
     let tmp = std::env::temp_dir();
-    let ok = tmp.ancestors().all(|p| {
-        fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    });
+    let ok = tmp
+        .ancestors()
+        .all(|p| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
     if ok { tmp } else { PathBuf::from("/tmp") }
 }
 
@@ -246,7 +349,10 @@ pub struct Sshd {
 impl Sshd {
     pub fn start() -> Result<Sshd> {
         let sshd = Path::new("/usr/sbin/sshd");
-        ensure!(sshd.is_file(), "/usr/sbin/sshd not found: install openssh-server");
+        ensure!(
+            sshd.is_file(),
+            "/usr/sbin/sshd not found: install openssh-server"
+        );
         check_root_not_locked()?;
         // Privilege separation directory; systemd-tmpfiles creates it on real systems.
         let privsep = Path::new("/run/sshd");
@@ -346,9 +452,10 @@ impl Sshd {
         self.daemon.log_tail()
     }
 
-    /// `ssh -F /dev/null -i KEY -o ...(no host key checks, BatchMode, LogLevel=ERROR) -p PORT
-    /// EXTRA_ARGS root@127.0.0.1` against sshd's own port; append the remote command with `.arg()`.
-    /// `extra_args` go before the destination, e.g. `&["-o", "ProxyCommand=burrow ..."]`.
+    /// `ssh EXTRA_ARGS -F /dev/null -i KEY -o ...(no host key checks, BatchMode, LogLevel=ERROR)
+    /// -p PORT root@127.0.0.1` against sshd's own port; append the remote command with `.arg()`.
+    /// `extra_args` come first because ssh's first value of an option wins: they override the
+    /// defaults, including the port (`&["-p", "5432"]`), e.g. `&["-o", "ProxyCommand=burrow ..."]`.
     pub fn ssh_cmd(&self, extra_args: &[&str]) -> Command {
         self.ssh_cmd_port(self.port, extra_args)
     }
@@ -356,13 +463,15 @@ impl Sshd {
     /// Like [`Sshd::ssh_cmd`] but connecting to `port` (e.g. a tunnel's local end).
     pub fn ssh_cmd_port(&self, port: u16, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("ssh");
+        cmd.args(extra_args);
         self.ssh_common_args(&mut cmd);
-        cmd.arg("-p").arg(port.to_string()).args(extra_args).arg("root@127.0.0.1");
+        cmd.arg("-p").arg(port.to_string()).arg("root@127.0.0.1");
         cmd
     }
 
-    /// `scp -F /dev/null -i KEY -o ... -P PORT EXTRA_ARGS` against sshd's own port; append source
-    /// and target, e.g. `.arg(local).arg(Sshd::scp_target("/tmp/x"))`.
+    /// `scp EXTRA_ARGS -F /dev/null -i KEY -o ... -P PORT` against sshd's own port (`extra_args`
+    /// win, as for [`Sshd::ssh_cmd`]); append source and target, e.g.
+    /// `.arg(local).arg(Sshd::scp_target("/tmp/x"))`.
     pub fn scp_cmd(&self, extra_args: &[&str]) -> Command {
         self.scp_cmd_port(self.port, extra_args)
     }
@@ -370,8 +479,12 @@ impl Sshd {
     /// Like [`Sshd::scp_cmd`] but connecting to `port`.
     pub fn scp_cmd_port(&self, port: u16, extra_args: &[&str]) -> Command {
         let mut cmd = Command::new("scp");
+        cmd.args(extra_args);
         self.ssh_common_args(&mut cmd);
-        cmd.arg("-P").arg(port.to_string()).args(extra_args);
+        // Unlike ssh, scp keeps the last -P: add ours only if the caller gave none.
+        if !extra_args.iter().any(|a| a.starts_with("-P")) {
+            cmd.arg("-P").arg(port.to_string());
+        }
         cmd
     }
 
@@ -384,15 +497,28 @@ impl Sshd {
         cmd.args(["-F", "/dev/null", "-i"])
             .arg(&self.client_key)
             .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=10",
+            ])
             .stdin(Stdio::null());
     }
 }
 
 fn ssh_keygen(path: &Path) -> Result<()> {
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "burrow-e2e", "-f"]).arg(path);
+    cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "burrow-e2e", "-f"])
+        .arg(path);
     run_checked(&mut cmd, "ssh-keygen")
 }
 
@@ -478,7 +604,12 @@ impl Coturn {
 
         let mut cmd = Command::new(turnserver);
         cmd.arg("-c").arg(&config).current_dir(d);
-        let mut daemon = Daemon::spawn("turnserver", cmd, &d.join("turnserver.log"), Signal::SIGTERM)?;
+        let mut daemon = Daemon::spawn(
+            "turnserver",
+            cmd,
+            &d.join("turnserver.log"),
+            Signal::SIGTERM,
+        )?;
 
         let server = SocketAddr::from((LOCALHOST, port));
         let socket = UdpSocket::bind((LOCALHOST, 0)).context("binding a UDP socket")?;
@@ -549,7 +680,11 @@ const STUN_MAGIC_COOKIE: u32 = 0x2112_A442;
 
 /// Sends a STUN Binding Request from `socket` to `server`, retransmitting every 100 ms until a
 /// matching success response arrives or `timeout` passes; returns the XOR-MAPPED-ADDRESS.
-pub fn stun_binding(socket: &UdpSocket, server: SocketAddr, timeout: Duration) -> Result<SocketAddr> {
+pub fn stun_binding(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<SocketAddr> {
     let mut txid = [0u8; 12];
     let seed = splitmix64(&mut next_seed());
     txid[..8].copy_from_slice(&seed.to_le_bytes());
@@ -564,13 +699,27 @@ pub fn stun_binding(socket: &UdpSocket, server: SocketAddr, timeout: Duration) -
     let mut buf = [0u8; 1500];
     let mut last_err = anyhow!("no STUN response from {server} within {timeout:?}");
     while Instant::now() < deadline {
-        socket.send_to(&request, server).context("sending STUN binding request")?;
+        socket
+            .send_to(&request, server)
+            .context("sending STUN binding request")?;
         let wait_until = (Instant::now() + Duration::from_millis(100)).min(deadline);
-        while let Some(left) = wait_until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-            socket.set_read_timeout(Some(left)).context("set_read_timeout")?;
+        while let Some(left) = wait_until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            socket
+                .set_read_timeout(Some(left))
+                .context("set_read_timeout")?;
             let (n, from) = match socket.recv_from(&mut buf) {
                 Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
                 // ICMP port unreachable (server not listening yet) surfaces as ConnectionRefused.
                 Err(e) => {
                     last_err = anyhow!(e).context(format!("STUN to {server}"));
@@ -597,11 +746,17 @@ fn parse_stun_binding_success(msg: &[u8], txid: &[u8; 12]) -> Result<Option<Sock
     let msg_type = u16::from_be_bytes([msg[0], msg[1]]);
     let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
     let cookie = u32::from_be_bytes([msg[4], msg[5], msg[6], msg[7]]);
-    ensure!(cookie == STUN_MAGIC_COOKIE, "not a STUN message (cookie {cookie:#x})");
+    ensure!(
+        cookie == STUN_MAGIC_COOKIE,
+        "not a STUN message (cookie {cookie:#x})"
+    );
     if msg[8..20] != txid[..] {
         return Ok(None);
     }
-    ensure!(msg_type == 0x0101, "STUN response type {msg_type:#06x}, expected Binding Success 0x0101");
+    ensure!(
+        msg_type == 0x0101,
+        "STUN response type {msg_type:#06x}, expected Binding Success 0x0101"
+    );
     ensure!(msg.len() >= 20 + len, "truncated STUN message");
     let mut attrs = &msg[20..20 + len];
     while attrs.len() >= 4 {
@@ -702,7 +857,9 @@ fn free_udp_port_range(len: u16) -> Result<(u16, u16)> {
         let slot = splitmix64(&mut state) % slots;
         let start = u16::try_from(LOW + slot * u64::from(len)).context("port range")?;
         let ports: Vec<u16> = (start..start + len).collect();
-        let all_free = ports.iter().all(|&p| UdpSocket::bind((LOCALHOST, p)).is_ok());
+        let all_free = ports
+            .iter()
+            .all(|&p| UdpSocket::bind((LOCALHOST, p)).is_ok());
         if all_free && claim(&ports) {
             return Ok((start, start + len - 1));
         }
@@ -715,10 +872,15 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match TcpStream::connect_timeout(&addr, left.clamp(Duration::from_millis(1), Duration::from_secs(1))) {
+        match TcpStream::connect_timeout(
+            &addr,
+            left.clamp(Duration::from_millis(1), Duration::from_secs(1)),
+        ) {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
-                return Err(anyhow!(e).context(format!("{addr} not accepting TCP connections after {timeout:?}")));
+                return Err(anyhow!(e).context(format!(
+                    "{addr} not accepting TCP connections after {timeout:?}"
+                )));
             }
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
@@ -732,7 +894,9 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -764,7 +928,8 @@ pub fn write_random_file_seeded(path: impl AsRef<Path>, bytes: u64, seed: u64) -
             .with_context(|| format!("writing {}", path.display()))?;
         left -= n as u64;
     }
-    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -788,7 +953,11 @@ fn next_seed() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut s = nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut s = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     splitmix64(&mut s)
 }
 
@@ -824,7 +993,12 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(name: &'static str, mut cmd: Command, log: &Path, stop_signal: Signal) -> Result<Daemon> {
+    fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        log: &Path,
+        stop_signal: Signal,
+    ) -> Result<Daemon> {
         let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let file2 = file.try_clone().context("dup of the log file")?;
         cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
@@ -965,7 +1139,11 @@ fn process_tree(root: u32) -> Vec<ProcStat> {
     let mut children: HashMap<u32, Vec<ProcStat>> = HashMap::new();
     let mut root_stat = None;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(stat) = ProcStat::read(pid) {

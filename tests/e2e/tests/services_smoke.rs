@@ -45,7 +45,10 @@ fn wait_for_tree(root: u32, min: usize) -> Vec<u32> {
 
 fn assert_all_gone(pids: &[u32]) {
     let alive: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
-    assert!(alive.is_empty(), "processes left behind: {alive:?} (of {pids:?})");
+    assert!(
+        alive.is_empty(),
+        "processes left behind: {alive:?} (of {pids:?})"
+    );
 }
 
 fn finish(mut child: Child) {
@@ -59,7 +62,10 @@ fn postgres_answers_select_1() {
     let out = stdout_of(pg.psql_cmd(pg.port()).args(["-tAc", "select 1"]));
     assert_eq!(out.trim(), "1");
     // Only loopback.
-    let out = stdout_of(pg.psql_cmd(pg.port()).args(["-tAc", "show listen_addresses"]));
+    let out = stdout_of(
+        pg.psql_cmd(pg.port())
+            .args(["-tAc", "show listen_addresses"]),
+    );
     assert_eq!(out.trim(), "127.0.0.1");
 }
 
@@ -67,8 +73,14 @@ fn postgres_answers_select_1() {
 fn pgbench_runs_against_postgres() {
     let pg = timed("Postgres::start", Postgres::start);
     stdout_of(pg.pgbench_cmd(pg.port()).args(["-i", "-q", "-s", "1"]));
-    let out = stdout_of(pg.pgbench_cmd(pg.port()).args(["-c", "2", "-t", "50", "-n"]));
-    assert!(out.contains("number of transactions actually processed: 100"), "{out}");
+    let out = stdout_of(
+        pg.pgbench_cmd(pg.port())
+            .args(["-c", "2", "-t", "50", "-n"]),
+    );
+    assert!(
+        out.contains("number of transactions actually processed: 100"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -116,9 +128,8 @@ fn scp_copies_a_file() {
 }
 
 #[test]
-fn ssh_through_proxy_command_with_other_port() {
-    // The shape tunnel tests use: ssh_cmd_port + ProxyCommand (here a plain nc-free TCP relay via
-    // bash's /dev/tcp is overkill; `ssh -W` as the proxy is enough to exercise the plumbing).
+fn ssh_through_proxy_command() {
+    // The shape tunnel tests use: a ProxyCommand carrying the connection (here `ssh -W`).
     let sshd = timed("Sshd::start", Sshd::start);
     let key = sshd.client_key().display().to_string();
     let proxy = format!(
@@ -128,6 +139,34 @@ fn ssh_through_proxy_command_with_other_port() {
     );
     let out = stdout_of(sshd.ssh_cmd(&["-o", &proxy]).arg("echo via-proxy"));
     assert_eq!(out, "via-proxy\n");
+}
+
+#[test]
+fn ssh_and_scp_extra_args_override_the_port() {
+    // ssh keeps the first value of an option: `-p` in extra_args must beat sshd's own port.
+    let sshd = timed("Sshd::start", Sshd::start);
+    let closed = free_tcp_port().unwrap().to_string();
+    for mut cmd in [
+        sshd.ssh_cmd(&["-p", &closed]),
+        sshd.ssh_cmd(&["-o", &format!("Port={closed}")]),
+        sshd.ssh_cmd_port(closed.parse().unwrap(), &[]),
+    ] {
+        let out = cmd.arg("echo hi").output().unwrap();
+        assert!(!out.status.success(), "{cmd:?} reached sshd");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&closed) && err.contains("refused"), "{err}");
+    }
+    let local = sshd.dir().join("f");
+    std::fs::write(&local, "x").unwrap();
+    let out = sshd
+        .scp_cmd(&["-P", &closed])
+        .arg(&local)
+        .arg(Sshd::scp_target(sshd.dir().join("g")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "scp reached sshd");
+    // And the default still reaches sshd's own port.
+    assert_eq!(stdout_of(sshd.ssh_cmd(&[]).arg("echo hi")), "hi\n");
 }
 
 #[test]
@@ -166,7 +205,9 @@ fn coturn_answers_stun_binding() {
 fn coturn_requires_credentials_in_realm_burrow() {
     let turn = timed("Coturn::start", || Coturn::start("s3cret"));
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     // Allocate request with REQUESTED-TRANSPORT=UDP and no credentials.
     let mut req = Vec::new();
     req.extend_from_slice(&0x0003u16.to_be_bytes());
@@ -178,7 +219,11 @@ fn coturn_requires_credentials_in_realm_burrow() {
     let mut buf = [0u8; 1500];
     let (n, _) = socket.recv_from(&mut buf).unwrap();
     let msg = &buf[..n];
-    assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), 0x0113, "Allocate error response");
+    assert_eq!(
+        u16::from_be_bytes([msg[0], msg[1]]),
+        0x0113,
+        "Allocate error response"
+    );
     assert_eq!(&msg[8..20], b"burrow-txid1");
     let mut attrs = &msg[20..];
     let (mut code, mut realm) = (None, None);
