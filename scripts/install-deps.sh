@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Installs what Burrow's builds and end-to-end tests need, skipping whatever is already there.
 #
-#   scripts/install-deps.sh native   # apt packages for the native e2e tests (postgres, sshd, coturn)
-#   scripts/install-deps.sh all      # native + chromium/chromedriver + wasm toolchain (default)
+#   scripts/install-deps.sh native   # apt packages for the native e2e tests (postgres, sshd,
+#                                    # coturn) and the wasm32 rustup target
+#   scripts/install-deps.sh all      # native + chromium/chromedriver + wasm-bindgen/wasm-pack (default)
 #
 # Idempotent: safe to run repeatedly; prints one line per item ("present" or "installed").
-# Runs apt-get as root (directly, or through sudo when not root). Needs cargo/rustup on PATH
-# for the wasm part (rustup itself is not installable from apt with a recent enough toolchain).
+# Runs apt-get as root (directly, or through sudo when not root). Needs cargo and rustup on PATH
+# (a recent enough Rust is not installable from apt).
 set -euo pipefail
 
 MODE="${1:-all}"
 case "$MODE" in
   native | all) ;;
   -h | --help)
-    sed -n '2,9p' "$0"
+    sed -n '2,10p' "$0"
     exit 0
     ;;
   *)
@@ -56,9 +57,16 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "apt: installing ${missing[*]}"
+  # Keep the packages' own daemons (postgresql on 5432, sshd on 0.0.0.0:22, coturn on all
+  # interfaces) from starting: the tests start their own instances on 127.0.0.1 only.
+  # policy-rc.d exiting 101 is Debian's "don't start services" switch (invoke-rc.d and
+  # deb-systemd-invoke honour it); only added if absent, and removed again on exit.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 0755 /usr/sbin/policy-rc.d
+    trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   "${SUDO[@]}" apt-get update -qq
-  # policy-rc.d-less containers: the postgresql/ssh/coturn postinst may try to start services;
-  # the tests start their own instances on free ports, so a failed/started system service is harmless.
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
   for pkg in "${missing[@]}"; do
     echo "apt: $pkg installed"
@@ -73,22 +81,25 @@ else
   echo "dir: /run/sshd installed"
 fi
 
-if [ "$MODE" = native ]; then
-  exit 0
-fi
-
-# --- wasm toolchain ------------------------------------------------------------------------------
+# --- Rust ----------------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
   echo "error: cargo and rustup must be on PATH (install Rust via rustup first)" >&2
   exit 1
 fi
 
+# In both modes: scripts/test.sh checks that burrow-proto builds for wasm32.
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   echo "rustup: target wasm32-unknown-unknown present"
 else
   rustup target add wasm32-unknown-unknown
   echo "rustup: target wasm32-unknown-unknown installed"
 fi
+
+if [ "$MODE" = native ]; then
+  exit 0
+fi
+
+# --- wasm tools (browser tests) ------------------------------------------------------------------
 
 # No --locked: the crates.io mirror lags behind the lockfiles these crates ship.
 installed_wasm_bindgen="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
