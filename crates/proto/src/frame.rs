@@ -574,7 +574,9 @@ mod tests {
                 flags: 0,
                 max_frame_payload: 16_379,
             },
-            &[0x01, 0, 0, 0, 0, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x3f, 0xfb],
+            &[
+                0x01, 0, 0, 0, 0, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x3f, 0xfb,
+            ],
         );
     }
 
@@ -669,7 +671,9 @@ mod tests {
         );
         golden(
             Frame::Pong { payload: u64::MAX },
-            &[0x09, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[
+                0x09, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
         );
     }
 
@@ -684,7 +688,9 @@ mod tests {
 
     #[test]
     fn hello_from_a_later_version_with_extra_fields_still_decodes() {
-        let msg = [0x01, 0, 0, 0, 0, 0x00, 0x02, 0x00, 0x01, 0, 0, 0x40, 0, 0xaa, 0xbb];
+        let msg = [
+            0x01, 0, 0, 0, 0, 0x00, 0x02, 0x00, 0x01, 0, 0, 0x40, 0, 0xaa, 0xbb,
+        ];
         assert_eq!(
             Frame::decode(&msg),
             Ok(Frame::Hello {
