@@ -92,6 +92,7 @@ impl Postgres {
         let mut daemon = Daemon::spawn(
             "postgres",
             cmd,
+            dir.path(),
             &dir.path().join("postgres.log"),
             Signal::SIGINT,
         )?;
@@ -128,6 +129,11 @@ impl Postgres {
     /// The postmaster's pid.
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
+    }
+
+    /// Live processes this service started (itself included); all are killed on drop.
+    pub fn owned_pids(&self) -> Vec<u32> {
+        self.daemon.owned_pids()
     }
 
     /// The temp dir holding the data directory, the unix socket and `postgres.log`.
@@ -397,16 +403,20 @@ impl Sshd {
              AllowTcpForwarding yes\n\
              MaxStartups 100:30:200\n\
              MaxSessions 100\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp\n\
+             SetEnv {OWNER_ENV}={owner}\n",
             host_key = host_key.display(),
             authorized_keys = authorized_keys.display(),
             pid_file = d.join("sshd.pid").display(),
+            owner = d.display(),
         );
         fs::write(&config, config_text).context("writing sshd_config")?;
 
         let mut cmd = Command::new(sshd);
         cmd.args(["-D", "-e", "-f"]).arg(&config).current_dir(d);
-        let mut daemon = Daemon::spawn("sshd", cmd, &d.join("sshd.log"), Signal::SIGTERM)?;
+        let mut daemon = Daemon::spawn("sshd", cmd, d, &d.join("sshd.log"), Signal::SIGTERM)?;
+        // Connection handlers outlive a SIGTERMed listener; end them first, while it reaps them.
+        daemon.descendants_first = true;
 
         // Ready once it sends its identification string.
         let addr = SocketAddr::from((LOCALHOST, port));
@@ -435,6 +445,11 @@ impl Sshd {
     /// The listening sshd's pid.
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
+    }
+
+    /// Live processes this service started (itself included); all are killed on drop.
+    pub fn owned_pids(&self) -> Vec<u32> {
+        self.daemon.owned_pids()
     }
 
     /// The temp dir holding keys, sshd_config and `sshd.log`.
@@ -562,9 +577,10 @@ pub struct Coturn {
 
 impl Coturn {
     pub fn start(secret: &str) -> Result<Coturn> {
+        // It goes into turnserver.conf verbatim.
         ensure!(
-            !secret.is_empty() && !secret.contains(['\n', '\r']),
-            "invalid coturn secret"
+            !secret.is_empty() && !secret.contains(|c: char| c.is_whitespace() || c == '#'),
+            "coturn secret must be non-empty, without whitespace or '#'"
         );
         let turnserver = find_in_path("turnserver")
             .ok_or_else(|| anyhow!("turnserver not found on PATH: install coturn"))?;
@@ -607,6 +623,7 @@ impl Coturn {
         let mut daemon = Daemon::spawn(
             "turnserver",
             cmd,
+            d,
             &d.join("turnserver.log"),
             Signal::SIGTERM,
         )?;
@@ -662,6 +679,11 @@ impl Coturn {
 
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
+    }
+
+    /// Live processes this service started (itself included); all are killed on drop.
+    pub fn owned_pids(&self) -> Vec<u32> {
+        self.daemon.owned_pids()
     }
 
     /// The temp dir holding turnserver.conf and `turnserver.log`.
@@ -990,17 +1012,30 @@ struct Daemon {
     child: Child,
     log: PathBuf,
     stop_signal: Signal,
+    /// Kill the descendants before signalling the main process (for daemons that leave their
+    /// children running when they exit, like sshd).
+    descendants_first: bool,
+    /// The value of [`OWNER_ENV`] in the daemon's environment (inherited by its descendants).
+    owner: String,
 }
+
+/// Set (to the service's temp dir) in each service's environment and so in every process it
+/// starts, even ones that get orphaned (a command an ssh client left running): on drop, every
+/// process carrying it is killed.
+pub const OWNER_ENV: &str = "BURROW_E2E_OWNER";
 
 impl Daemon {
     fn spawn(
         name: &'static str,
         mut cmd: Command,
+        dir: &Path,
         log: &Path,
         stop_signal: Signal,
     ) -> Result<Daemon> {
+        let owner = dir.display().to_string();
         let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let file2 = file.try_clone().context("dup of the log file")?;
+        cmd.env(OWNER_ENV, &owner);
         cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
         let child = cmd
             .spawn()
@@ -1010,6 +1045,8 @@ impl Daemon {
             child,
             log: log.to_owned(),
             stop_signal,
+            descendants_first: false,
+            owner,
         })
     }
 
@@ -1048,13 +1085,25 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop_tree();
         }
+        // Whatever else it started, including orphans no longer in its process tree.
+        let marked = processes_with_env(OWNER_ENV, &self.owner);
+        for p in &marked {
+            let _ = kill(to_pid(p.pid), Signal::SIGKILL);
+        }
+        wait_until_dead(&marked, Duration::from_secs(5));
+    }
+
+    fn stop_tree(&mut self) {
         let pid = self.pid();
         // Descendants may live in their own sessions (postgres backends, sshd connection
         // handlers) and may outlive the main process: remember them to kill the survivors.
         let tree = process_tree(pid);
+        if self.descendants_first {
+            kill_bottom_up(&tree);
+        }
         let _ = kill(to_pid(pid), self.stop_signal);
         let deadline = Instant::now() + STOP_GRACE;
         loop {
@@ -1075,9 +1124,73 @@ impl Daemon {
         for p in &survivors {
             let _ = kill(to_pid(p.pid), Signal::SIGKILL);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while survivors.iter().any(ProcStat::is_same_and_alive) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
+        wait_until_dead(&survivors, Duration::from_secs(5));
+    }
+
+    /// Live processes started by this service: its process tree plus anything carrying its
+    /// [`OWNER_ENV`]. Both are needed: daemons that set their process title (postgres, sshd)
+    /// overwrite their /proc/PID/environ, and orphans leave the tree.
+    fn owned_pids(&self) -> Vec<u32> {
+        let mut pids = process_tree_pids(self.pid());
+        for p in processes_with_env(OWNER_ENV, &self.owner) {
+            if !pids.contains(&p.pid) {
+                pids.push(p.pid);
+            }
+        }
+        pids
+    }
+}
+
+fn wait_until_dead(procs: &[ProcStat], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while procs.iter().any(ProcStat::is_same_and_alive) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Live processes (other than this one) whose initial environment has `name=value`.
+fn processes_with_env(name: &str, value: &str) -> Vec<ProcStat> {
+    let needle = format!("{name}={value}");
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .filter_map(ProcStat::read)
+        .filter(|p| !matches!(p.state, 'Z' | 'X'))
+        .collect()
+}
+
+/// SIGKILLs `tree` minus its root level by level, deepest first, waiting (briefly) for each
+/// level to be reaped by its still-running parents, so that nothing is orphaned as a zombie.
+fn kill_bottom_up(tree: &[ProcStat]) {
+    let mut depth: HashMap<u32, usize> = HashMap::new();
+    for p in tree {
+        let d = depth.get(&p.ppid).map_or(0, |d| d + 1);
+        depth.insert(p.pid, d);
+    }
+    let max = depth.values().copied().max().unwrap_or(0);
+    for level in (1..=max).rev() {
+        let victims: Vec<&ProcStat> = tree
+            .iter()
+            .filter(|p| depth.get(&p.pid) == Some(&level))
+            .collect();
+        for p in &victims {
+            if p.is_same_and_alive() {
+                let _ = kill(to_pid(p.pid), Signal::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        // Orphans (parent 1) are reaped by init whenever it gets to it: don't wait for those.
+        while victims.iter().any(|p| p.awaits_reaping_by_parent()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -1123,6 +1236,12 @@ impl ProcStat {
             ppid: fields.get(1)?.parse().ok()?,
             start_time: fields.get(19)?.parse().ok()?,
         })
+    }
+
+    /// Still in the process table (possibly as a zombie) with a parent other than init.
+    fn awaits_reaping_by_parent(&self) -> bool {
+        ProcStat::read(self.pid)
+            .is_some_and(|now| now.start_time == self.start_time && now.ppid != 1)
     }
 
     /// Still running (not a zombie) and not a recycled pid.
