@@ -47,7 +47,8 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("cloning log handle")?;
         let child = cmd
             .stdin(Stdio::null())
@@ -103,11 +104,19 @@ impl Proc {
                 return Ok(());
             }
             if self.exited() {
-                bail!("{} exited before logging {needle:?}:\n{}", self.name, self.log_tail());
+                bail!(
+                    "{} exited before logging {needle:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("{} did not log {needle:?} within {timeout:?}:\n{}", self.name, self.log_tail())
+        bail!(
+            "{} did not log {needle:?} within {timeout:?}:\n{}",
+            self.name,
+            self.log_tail()
+        )
     }
 }
 
@@ -181,7 +190,14 @@ impl Burrowd {
                     .arg("--relay-danger-allow-private-peers");
             }
             Relay::External { url, secret } => {
-                cmd.args(["--relay", "none", "--turn-url", url, "--turn-secret", secret]);
+                cmd.args([
+                    "--relay",
+                    "none",
+                    "--turn-url",
+                    url,
+                    "--turn-secret",
+                    secret,
+                ]);
             }
         }
         cmd.env("RUST_LOG", "info,burrow_server=debug");
@@ -203,7 +219,13 @@ impl Burrowd {
     /// Starts burrowd again on the same ports and data.
     pub fn restart(&mut self, dir: &Path) -> anyhow::Result<()> {
         self.proc.kill();
-        self.proc = Self::spawn(dir, &self.data_dir, self.http_port, self.relay_port, &self.relay)?;
+        self.proc = Self::spawn(
+            dir,
+            &self.data_dir,
+            self.http_port,
+            self.relay_port,
+            &self.relay,
+        )?;
         self.wait_ready()
     }
 
@@ -312,12 +334,22 @@ pub fn port_forward(
     force_relay: bool,
 ) -> anyhow::Result<PortForward> {
     let mut cmd = burrow(url, token)?;
-    cmd.args(["port-forward", workspace, &format!("0:{remote}"), "--udp-bind", "127.0.0.1"]);
+    cmd.args([
+        "port-forward",
+        workspace,
+        &format!("0:{remote}"),
+        "--udp-bind",
+        "127.0.0.1",
+    ]);
     if force_relay {
         cmd.arg("--force-relay");
     }
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let mut proc = Proc::spawn("burrow port-forward", cmd, dir.join(format!("forward-{n}.log")))?;
+    let mut proc = Proc::spawn(
+        "burrow port-forward",
+        cmd,
+        dir.join(format!("forward-{n}.log")),
+    )?;
     proc.wait_for_log("Forwarding ", Duration::from_secs(40))?;
     let text = proc.log_text();
     let port = text
@@ -357,7 +389,9 @@ pub fn listening_sockets(pid: u32) -> anyhow::Result<Vec<u64>> {
     let mut listening_inodes = Vec::new();
     for table in ["tcp", "tcp6"] {
         let path = format!("/proc/{pid}/net/{table}");
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             // st == 0A is LISTEN; column 9 is the inode.

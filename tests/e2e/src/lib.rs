@@ -3,5 +3,5 @@
 //! [`services`] starts real PostgreSQL, sshd and coturn instances on 127.0.0.1 in per-test
 //! temporary directories and stops them (and everything they spawned) on drop.
 
+pub mod burrow;
 pub mod services;
-// pub mod burrow;

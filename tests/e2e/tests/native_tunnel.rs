@@ -64,7 +64,10 @@ fn psql_runs_queries_and_pgbench_through_port_forward() -> anyhow::Result<()> {
 
     assert_eq!(psql_through(&pg, fwd.port, "select 6 * 7")?, "42");
 
-    let init = pg.pgbench_cmd(fwd.port).args(["-i", "-s", "2", "-q"]).output()?;
+    let init = pg
+        .pgbench_cmd(fwd.port)
+        .args(["-i", "-s", "2", "-q"])
+        .output()?;
     assert_success(&init, "pgbench -i");
     let run = pg
         .pgbench_cmd(fwd.port)
@@ -82,9 +85,11 @@ fn psql_runs_queries_and_pgbench_through_port_forward() -> anyhow::Result<()> {
     );
 
     // Each forwarded connection is one stream; burrowd records them from the agent's reports.
-    let row = w.burrowd.wait_for_audit("for a psql stream", Duration::from_secs(20), |r| {
-        r["port"] == pg.port() && r["outcome"] == "ok" && r["path"] == "direct"
-    })?;
+    let row = w
+        .burrowd
+        .wait_for_audit("for a psql stream", Duration::from_secs(20), |r| {
+            r["port"] == pg.port() && r["outcome"] == "ok" && r["path"] == "direct"
+        })?;
     assert_eq!(row["user"], USER);
     assert_eq!(row["workspace"], WS);
     assert!(row["bytes_to_client"].as_u64().unwrap_or(0) > 0, "{row}");
@@ -135,9 +140,10 @@ fn forced_relay_through_the_embedded_relay_carries_psql() -> anyhow::Result<()> 
         fwd.proc.log_tail()
     );
     assert_eq!(psql_through(&pg, fwd.port, "select 'relayed'")?, "relayed");
-    w.burrowd.wait_for_audit("for a relayed stream", Duration::from_secs(20), |r| {
-        r["port"] == pg.port() && r["path"] == "relay"
-    })?;
+    w.burrowd
+        .wait_for_audit("for a relayed stream", Duration::from_secs(20), |r| {
+            r["port"] == pg.port() && r["path"] == "relay"
+        })?;
     Ok(())
 }
 
@@ -155,14 +161,29 @@ fn forced_relay_through_coturn_carries_ssh() -> anyhow::Result<()> {
     )?;
     let mut ping = burrow(&w.burrowd.url, &w.token)?;
     let out = ping
-        .args(["ping", WS, "-c", "3", "--force-relay", "--udp-bind", "127.0.0.1"])
+        .args([
+            "ping",
+            WS,
+            "-c",
+            "3",
+            "--force-relay",
+            "--udp-bind",
+            "127.0.0.1",
+        ])
         .output()?;
     assert_success(&out, "burrow ping --force-relay");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("relay path"), "{text}");
     assert!(text.contains("rtt min/avg/max"), "{text}");
 
-    let fwd = port_forward(w.dir.path(), &w.burrowd.url, &w.token, WS, sshd.port(), true)?;
+    let fwd = port_forward(
+        w.dir.path(),
+        &w.burrowd.url,
+        &w.token,
+        WS,
+        sshd.port(),
+        true,
+    )?;
     let out = sshd
         .ssh_cmd(&["-p", &fwd.port.to_string()])
         .arg("echo via-coturn")
@@ -173,8 +194,7 @@ fn forced_relay_through_coturn_carries_ssh() -> anyhow::Result<()> {
 }
 
 #[test]
-fn tunnel_keeps_carrying_data_while_burrowd_is_down_and_agent_reregisters() -> anyhow::Result<()>
-{
+fn tunnel_keeps_carrying_data_while_burrowd_is_down_and_agent_reregisters() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let payload = dir.path().join("big.bin");
     write_random_file(&payload, 200 * 1024 * 1024)?;
@@ -213,12 +233,18 @@ fn tunnel_keeps_carrying_data_while_burrowd_is_down_and_agent_reregisters() -> a
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while received.load(Ordering::Relaxed) < 8 * 1024 * 1024 {
-        assert!(std::time::Instant::now() < deadline, "transfer did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     w.burrowd.kill();
     let at_kill = received.load(Ordering::Relaxed);
-    assert!(at_kill < 200 * 1024 * 1024, "transfer finished before burrowd was killed");
+    assert!(
+        at_kill < 200 * 1024 * 1024,
+        "transfer finished before burrowd was killed"
+    );
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
@@ -232,7 +258,11 @@ fn tunnel_keeps_carrying_data_while_burrowd_is_down_and_agent_reregisters() -> a
         .ok();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let count = w.agent.log_text().matches("registered with burrowd").count();
+        let count = w
+            .agent
+            .log_text()
+            .matches("registered with burrowd")
+            .count();
         if count >= 2 {
             break;
         }
@@ -267,9 +297,12 @@ fn refusals_give_clear_errors_and_audit_rows() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unauthorized"), "{err}");
-    w.burrowd.wait_for_audit("for the bad token", Duration::from_secs(5), |r| {
-        r["outcome"].as_str().is_some_and(|o| o.contains("unauthorized"))
-    })?;
+    w.burrowd
+        .wait_for_audit("for the bad token", Duration::from_secs(5), |r| {
+            r["outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains("unauthorized"))
+        })?;
 
     // Another user's workspace.
     let out = burrow(&w.burrowd.url, &bob)?
@@ -278,9 +311,13 @@ fn refusals_give_clear_errors_and_audit_rows() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("forbidden"), "{err}");
-    w.burrowd.wait_for_audit("for bob's attempt", Duration::from_secs(5), |r| {
-        r["user"] == "bob" && r["outcome"].as_str().is_some_and(|o| o.contains("forbidden"))
-    })?;
+    w.burrowd
+        .wait_for_audit("for bob's attempt", Duration::from_secs(5), |r| {
+            r["user"] == "bob"
+                && r["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("forbidden"))
+        })?;
 
     // A port the agent does not allow: the connection is closed and the refusal is audited.
     let fwd = port_forward(w.dir.path(), &w.burrowd.url, &w.token, WS, 23, false)?;
@@ -292,12 +329,13 @@ fn refusals_give_clear_errors_and_audit_rows() -> anyhow::Result<()> {
     let mut fwd = fwd;
     fwd.proc
         .wait_for_log("port 23 is not allowed", Duration::from_secs(10))?;
-    w.burrowd.wait_for_audit("for port 23", Duration::from_secs(20), |r| {
-        r["port"] == 23
-            && r["outcome"]
-                .as_str()
-                .is_some_and(|o| o.contains("not allowed"))
-    })?;
+    w.burrowd
+        .wait_for_audit("for port 23", Duration::from_secs(20), |r| {
+            r["port"] == 23
+                && r["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("not allowed"))
+        })?;
     Ok(())
 }
 
