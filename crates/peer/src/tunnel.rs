@@ -1,1 +1,1152 @@
-//! written by the tunnel driver task
+//! The tokio shell around the sans-IO [`burrow_proto::tunnel::Tunnel`].
+//!
+//! One driver task owns the `Tunnel` and the [`MessageChannel`]; nothing else touches them,
+//! so there is no lock on the data path. Everything else talks to the driver through a
+//! command queue, and the driver hands received bytes to each stream through a small
+//! bounded queue of its own:
+//!
+//! ```text
+//!            commands (open, write, finish, reset, ping, dial results)
+//!  sockets / ──────────────────────────────────────────────▶ driver ◀──▶ data channel
+//!  TunnelStream ◀────────── per-stream bounded queue ────── (Tunnel)
+//! ```
+//!
+//! - [`serve`] runs the agent's side: it dials the ports the client opens (if allowed) and
+//!   copies bytes between each TCP connection and its stream, reporting every stream's
+//!   outcome as a [`StreamRecord`].
+//! - [`client`] runs the client's side and returns a [`ClientTunnel`] that opens streams
+//!   as [`TunnelStream`]s (tokio `AsyncRead + AsyncWrite`).
+//!
+//! Backpressure runs end to end: a stream's writer may have at most [`OUTBOUND_LIMIT`] bytes
+//! on their way to the driver, the `Tunnel` takes only what the peer's credit allows, and
+//! the driver reads a stream's received bytes out of the `Tunnel` (which is what grants the
+//! peer more credit) only when that stream's queue has room. The driver itself never stops
+//! draining the channel, so one stalled stream cannot stall the others.
+//!
+//! When the channel dies, every stream ends with an error (`ConnectionAborted`, "tunnel
+//! closed") rather than hanging.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant, SystemTime};
+
+use burrow_proto::frame::{ResetCode, StreamId};
+use burrow_proto::tunnel::{self as proto, Event, Role, StreamEnd, StreamStats, Tunnel};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, trace, warn};
+
+use crate::channel::{ChannelClosed, MessageChannel, MessageSink, MessageSource};
+
+/// Bytes a stream's writer may have handed to the driver that the `Tunnel` has not taken
+/// yet. Together with the tunnel's window this bounds what one stream can hold in memory.
+pub const OUTBOUND_LIMIT: usize = 256 * 1024;
+
+/// Largest chunk read from a TCP socket or copied from a `poll_write` at once.
+const CHUNK: usize = 64 * 1024;
+
+/// Received chunks (each at most one DATA payload) queued to a stream's consumer.
+const INBOUND_QUEUE: usize = 16;
+
+/// How long the agent waits for a workspace port to accept a connection.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing driver keeps trying to send its last frames.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Settings of one side of a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Bytes the peer may send on a stream before this side grants more (the bound on each
+    /// stream's receive buffer).
+    pub initial_window: u32,
+    /// Largest DATA payload this side accepts (see
+    /// [`burrow_proto::frame::DEFAULT_MAX_FRAME_PAYLOAD`]).
+    pub max_frame_payload: u32,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        let d = proto::Config::default();
+        Self {
+            initial_window: d.initial_window,
+            max_frame_payload: d.max_frame_payload,
+        }
+    }
+}
+
+impl TunnelConfig {
+    fn to_proto(self) -> proto::Config {
+        proto::Config {
+            initial_window: self.initial_window,
+            max_frame_payload: self.max_frame_payload,
+            ..proto::Config::default()
+        }
+    }
+}
+
+/// Why a tunnel ended other than by its channel closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// The peer broke the protocol (or speaks another version); the tunnel told it why.
+    #[error("tunnel protocol error: {0}")]
+    Protocol(#[from] proto::TunnelError),
+    /// The peer closed the tunnel because of an error of its own.
+    #[error("peer closed the tunnel ({code}): {reason}")]
+    ClosedByPeer {
+        /// The peer's reason code.
+        code: ResetCode,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The tunnel is closed (the driver is gone).
+    #[error("tunnel closed")]
+    Closed,
+}
+
+/// Why [`ClientTunnel::open`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The agent refused the stream (port not allowed, dial failed, too many streams, ...).
+    #[error("stream refused: {reason}")]
+    Refused {
+        /// The [`ResetCode`] number.
+        code: u16,
+        /// The agent's reason, e.g. "port 23 is not allowed".
+        reason: String,
+    },
+    /// The tunnel closed before the stream was accepted.
+    #[error("tunnel closed")]
+    TunnelClosed,
+}
+
+/// The agent's account of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// The stream's id within the tunnel.
+    pub stream_id: u32,
+    /// The workspace port the client asked for.
+    pub port: u16,
+    /// When the client's OPEN arrived.
+    pub started_at: SystemTime,
+    /// When the stream ended.
+    pub ended_at: SystemTime,
+    /// Bytes from the client to the workspace port.
+    pub bytes_to_workspace: u64,
+    /// Bytes from the workspace port to the client.
+    pub bytes_to_client: u64,
+    /// `"ok"`, `"refused: port 23 is not allowed"`, `"dial failed: connection refused"`,
+    /// `"reset by client"`, `"tunnel closed"`, ...
+    pub outcome: String,
+}
+
+/// Byte counts of a client tunnel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Stream bytes handed to the tunnel for sending.
+    pub bytes_sent: u64,
+    /// Stream bytes received.
+    pub bytes_received: u64,
+    /// Streams open now.
+    pub open_streams: usize,
+}
+
+/// Agent side: serves the streams the client opens until the channel closes.
+///
+/// Dials `dial_host:port` only for ports `allow(port)` accepts and refuses others with the
+/// reason "port N is not allowed". Every stream, served or refused, is reported on `reports`
+/// once it ended. Returns `Ok` when the channel closes or the client closes the tunnel
+/// normally.
+pub async fn serve(
+    channel: MessageChannel,
+    config: TunnelConfig,
+    dial_host: IpAddr,
+    allow: Arc<dyn Fn(u16) -> bool + Send + Sync>,
+    reports: mpsc::UnboundedSender<StreamRecord>,
+) -> Result<(), TunnelError> {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let driver = Driver::new(
+        Tunnel::new(Role::Agent, config.to_proto()),
+        cmd_rx,
+        &cmd_tx,
+        Arc::new(Counters::default()),
+        Some(AgentSide {
+            dial_host,
+            allow,
+            reports,
+            _keep_open: cmd_tx.clone(),
+        }),
+    );
+    driver.run(channel).await
+}
+
+/// Client side: returns a cloneable handle and the driver future, which the caller spawns.
+///
+/// The driver ends when the channel closes, when the tunnel fails, or once every
+/// [`ClientTunnel`] and [`TunnelStream`] is dropped (then it closes the tunnel politely).
+pub fn client(
+    channel: MessageChannel,
+    config: TunnelConfig,
+) -> (
+    ClientTunnel,
+    impl Future<Output = Result<(), TunnelError>> + Send + 'static,
+) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let counters = Arc::new(Counters::default());
+    let driver = Driver::new(
+        Tunnel::new(Role::Client, config.to_proto()),
+        cmd_rx,
+        &cmd_tx,
+        Arc::clone(&counters),
+        None,
+    );
+    let handle = ClientTunnel {
+        cmd: cmd_tx,
+        counters,
+    };
+    (handle, driver.run(channel))
+}
+
+/// A handle to a client tunnel; clones share the tunnel.
+#[derive(Debug, Clone)]
+pub struct ClientTunnel {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    counters: Arc<Counters>,
+}
+
+impl ClientTunnel {
+    /// Opens a stream to the workspace's `port`; resolves once the agent connected to it.
+    pub async fn open(&self, port: u16) -> Result<TunnelStream, OpenError> {
+        let (reply, answer) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Open { port, reply })
+            .map_err(|_| OpenError::TunnelClosed)?;
+        answer.await.unwrap_or(Err(OpenError::TunnelClosed))
+    }
+
+    /// Measures the round trip to the agent.
+    pub async fn ping(&self) -> Result<Duration, TunnelError> {
+        let (reply, answer) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Ping { reply })
+            .map_err(|_| TunnelError::Closed)?;
+        answer.await.map_err(|_| TunnelError::Closed)
+    }
+
+    /// Byte counts and open streams.
+    pub fn stats(&self) -> TunnelStats {
+        TunnelStats {
+            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
+            open_streams: self.counters.open_streams.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the tunnel is closed: no stream can be opened on it any more.
+    pub fn is_closed(&self) -> bool {
+        self.counters.closed.load(Ordering::Acquire) || self.cmd.is_closed()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    open_streams: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// What the driver is asked to do.
+enum Cmd {
+    Open {
+        port: u16,
+        reply: oneshot::Sender<Result<TunnelStream, OpenError>>,
+    },
+    Ping {
+        reply: oneshot::Sender<Duration>,
+    },
+    Write {
+        id: StreamId,
+        data: Bytes,
+    },
+    Finish {
+        id: StreamId,
+    },
+    Reset {
+        id: StreamId,
+        code: ResetCode,
+        reason: String,
+    },
+    Dialed {
+        id: StreamId,
+        result: io::Result<TcpStream>,
+    },
+}
+
+impl std::fmt::Debug for Cmd {
+    // Only for the handle's Debug; payloads are not worth printing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Open { .. } => "Open",
+            Cmd::Ping { .. } => "Ping",
+            Cmd::Write { .. } => "Write",
+            Cmd::Finish { .. } => "Finish",
+            Cmd::Reset { .. } => "Reset",
+            Cmd::Dialed { .. } => "Dialed",
+        })
+    }
+}
+
+/// State of one stream shared between the driver and whoever moves its bytes.
+#[derive(Debug, Default)]
+struct StreamShared {
+    /// The peer finished and all its bytes are in the inbound queue: its end is EOF.
+    fin: AtomicBool,
+    /// Why the stream ended abnormally; set once.
+    error: OnceLock<(io::ErrorKind, String)>,
+    /// Bytes handed to the driver and not yet taken by the tunnel.
+    in_flight: AtomicUsize,
+    /// The writer waiting for `in_flight` to drop, or for the stream to fail.
+    writer: AtomicWaker,
+}
+
+impl StreamShared {
+    fn error(&self) -> Option<io::Error> {
+        self.error
+            .get()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    fn fail(&self, kind: io::ErrorKind, msg: String) {
+        let _ = self.error.set((kind, msg));
+        self.writer.wake();
+    }
+
+    /// Ready with the bytes a writer may hand over now, or with the stream's error.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // Check, register, check again: a release between the first check and the
+        // registration would otherwise be missed.
+        for registered in [false, true] {
+            if let Some(e) = self.error() {
+                return Poll::Ready(Err(e));
+            }
+            let used = self.in_flight.load(Ordering::Acquire);
+            if used < OUTBOUND_LIMIT {
+                return Poll::Ready(Ok(OUTBOUND_LIMIT - used));
+            }
+            if !registered {
+                self.writer.register(cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.in_flight.fetch_sub(n, Ordering::AcqRel);
+            self.writer.wake();
+        }
+    }
+}
+
+/// A stream of a client tunnel: bytes to and from one TCP connection on the workspace.
+///
+/// `poll_shutdown` half-closes (the workspace service reads EOF and may still answer);
+/// reading returns EOF once the service closed its side. Dropping the stream before both
+/// directions ended resets it. Errors: `ConnectionReset` when the stream was reset,
+/// `ConnectionAborted` when the tunnel closed.
+#[derive(Debug)]
+pub struct TunnelStream {
+    id: StreamId,
+    port: u16,
+    inbound: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    shared: Arc<StreamShared>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    shutdown_sent: bool,
+    eof_seen: bool,
+    /// Never handed to the application (the open failed): dropping it means nothing.
+    detached: bool,
+}
+
+impl TunnelStream {
+    /// The stream's id within the tunnel.
+    pub fn id(&self) -> u32 {
+        self.id.get()
+    }
+
+    /// The workspace port it is connected to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn closed_error(&self) -> io::Error {
+        self.shared.error().unwrap_or_else(tunnel_closed)
+    }
+}
+
+fn tunnel_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "tunnel closed")
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.current.is_empty() {
+                let n = this.current.len().min(buf.remaining());
+                buf.put_slice(&this.current[..n]);
+                this.current.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.inbound.poll_recv(cx)) {
+                Some(chunk) => this.current = chunk,
+                None if this.shared.fin.load(Ordering::Acquire) => {
+                    this.eof_seen = true;
+                    return Poll::Ready(Ok(()));
+                }
+                None => return Poll::Ready(Err(this.closed_error())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.shutdown_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let room = ready!(self.shared.poll_room(cx))?;
+        let n = buf.len().min(room).min(CHUNK);
+        self.shared.in_flight.fetch_add(n, Ordering::AcqRel);
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        if self.cmd.send(Cmd::Write { id: self.id, data }).is_err() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already queued to the driver, which sends them in order.
+        match self.shared.error() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.shutdown_sent {
+            if self.cmd.send(Cmd::Finish { id: self.id }).is_err() {
+                return Poll::Ready(Err(self.closed_error()));
+            }
+            self.shutdown_sent = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for TunnelStream {
+    fn drop(&mut self) {
+        let ended = self.shutdown_sent && self.eof_seen;
+        if !self.detached && !ended && self.shared.error.get().is_none() {
+            let _ = self.cmd.send(Cmd::Reset {
+                id: self.id,
+                code: ResetCode::CANCELLED,
+                reason: "stream dropped by the client".into(),
+            });
+        }
+    }
+}
+
+/// What only the agent's driver has.
+struct AgentSide {
+    dial_host: IpAddr,
+    allow: Arc<dyn Fn(u16) -> bool + Send + Sync>,
+    reports: mpsc::UnboundedSender<StreamRecord>,
+    /// The agent serves until the channel closes, not until its handles are gone.
+    _keep_open: mpsc::UnboundedSender<Cmd>,
+}
+
+/// The driver's view of one stream.
+struct DriverStream {
+    shared: Arc<StreamShared>,
+    /// To the stream's consumer; `None` before it exists and after FIN or failure.
+    inbound: Option<mpsc::Sender<Bytes>>,
+    /// A wait for room in `inbound` is pending in `Driver::room_waits`.
+    waiting_room: bool,
+    /// Bytes handed over by the writer that the tunnel did not take yet.
+    outbound: VecDeque<Bytes>,
+    finish_after_outbound: bool,
+    /// Client: the `open` call waiting for the agent's answer, with the stream for it.
+    pending_open: Option<(
+        oneshot::Sender<Result<TunnelStream, OpenError>>,
+        TunnelStream,
+    )>,
+    /// Agent: the socket tasks, stopped when the stream is reset.
+    tasks: Vec<AbortHandle>,
+    port: u16,
+    started_at: SystemTime,
+    /// Agent: the outcome decided when this side ended the stream.
+    outcome: Option<String>,
+}
+
+impl DriverStream {
+    fn new(port: u16) -> Self {
+        Self {
+            shared: Arc::new(StreamShared::default()),
+            inbound: None,
+            waiting_room: false,
+            outbound: VecDeque::new(),
+            finish_after_outbound: false,
+            pending_open: None,
+            tasks: Vec::new(),
+            port,
+            started_at: SystemTime::now(),
+            outcome: None,
+        }
+    }
+}
+
+type RoomWait = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    StreamId,
+                    Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>,
+                ),
+            > + Send,
+    >,
+>;
+type RecvFuture = Pin<Box<dyn Future<Output = (Box<dyn MessageSource>, Option<Bytes>)> + Send>>;
+type SendFuture =
+    Pin<Box<dyn Future<Output = (Box<dyn MessageSink>, Result<(), ChannelClosed>)> + Send>>;
+
+/// The halves of the channel live inside these futures between uses, so that a message is
+/// never lost to a cancelled `recv` or `send` (neither is promised to be cancel-safe).
+fn recv_next(mut source: Box<dyn MessageSource>) -> RecvFuture {
+    Box::pin(async move {
+        let msg = source.recv().await;
+        (source, msg)
+    })
+}
+
+fn send_one(mut sink: Box<dyn MessageSink>, msg: Bytes) -> SendFuture {
+    Box::pin(async move {
+        let result = sink.send(msg).await;
+        (sink, result)
+    })
+}
+
+struct Driver {
+    tunnel: Tunnel,
+    streams: HashMap<StreamId, DriverStream>,
+    cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+    /// For the senders handed to new streams and socket tasks; weak, so that a client's
+    /// driver sees when every handle is gone.
+    cmd_tx: mpsc::WeakUnboundedSender<Cmd>,
+    room_waits: FuturesUnordered<RoomWait>,
+    pings: VecDeque<(u64, oneshot::Sender<Duration>)>,
+    last_ping: u64,
+    epoch: Instant,
+    counters: Arc<Counters>,
+    agent: Option<AgentSide>,
+    /// How the tunnel ended, once it did.
+    ended: Option<Result<(), TunnelError>>,
+}
+
+impl Driver {
+    fn new(
+        tunnel: Tunnel,
+        cmd_rx: mpsc::UnboundedReceiver<Cmd>,
+        cmd_tx: &mpsc::UnboundedSender<Cmd>,
+        counters: Arc<Counters>,
+        agent: Option<AgentSide>,
+    ) -> Self {
+        Self {
+            tunnel,
+            streams: HashMap::new(),
+            cmd_rx,
+            cmd_tx: cmd_tx.downgrade(),
+            room_waits: FuturesUnordered::new(),
+            pings: VecDeque::new(),
+            last_ping: 0,
+            epoch: Instant::now(),
+            counters,
+            agent,
+            ended: None,
+        }
+    }
+
+    async fn run(mut self, channel: MessageChannel) -> Result<(), TunnelError> {
+        let MessageChannel { sink, source } = channel;
+        let mut recv = recv_next(source);
+        let mut idle_sink = Some(sink);
+        let mut sending: Option<SendFuture> = None;
+        let mut channel_alive = true;
+        let mut commands_open = true;
+        let mut flush_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+
+        loop {
+            if let Some(sink) = idle_sink.take() {
+                match self.tunnel.poll_transmit() {
+                    Some(msg) => {
+                        trace!(len = msg.len(), "sending");
+                        sending = Some(send_one(sink, msg));
+                    }
+                    None => idle_sink = Some(sink),
+                }
+            }
+            if self.tunnel.is_closed() {
+                // Closed: only the last frames (the closing RESET) are left to send.
+                if sending.is_none() || !channel_alive {
+                    break;
+                }
+                flush_deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
+            }
+
+            tokio::select! {
+                (source, msg) = &mut recv, if channel_alive => match msg {
+                    Some(msg) => {
+                        recv = recv_next(source);
+                        trace!(len = msg.len(), "received");
+                        if let Err(e) = self.tunnel.handle_message(msg) {
+                            warn!(error = %e, "peer broke the tunnel protocol");
+                            self.ended.get_or_insert(Err(TunnelError::Protocol(e)));
+                        }
+                    }
+                    None => {
+                        debug!("data channel closed");
+                        channel_alive = false;
+                        self.tunnel.close(ResetCode::NO_ERROR, "data channel closed");
+                    }
+                },
+                Some((sink, result)) = OptionFuture::from(sending.as_mut()) => {
+                    sending = None;
+                    match result {
+                        Ok(()) => idle_sink = Some(sink),
+                        Err(ChannelClosed) => {
+                            debug!("data channel closed while sending");
+                            channel_alive = false;
+                            self.tunnel.close(ResetCode::NO_ERROR, "data channel closed");
+                        }
+                    }
+                },
+                cmd = self.cmd_rx.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => {
+                        commands_open = false;
+                        // Only a client gets here: every handle and stream is gone.
+                        debug!("client tunnel dropped; closing");
+                        self.tunnel.close(ResetCode::NO_ERROR, "client closed the tunnel");
+                    }
+                },
+                Some((id, permit)) = self.room_waits.next(), if !self.room_waits.is_empty() => {
+                    self.on_room(id, permit);
+                },
+                Some(()) = OptionFuture::from(flush_deadline.as_mut()) => {
+                    debug!("gave up sending the tunnel's last frames");
+                    break;
+                },
+            }
+            self.handle_events();
+            self.counters
+                .open_streams
+                .store(self.tunnel.stream_count(), Ordering::Relaxed);
+        }
+
+        // Whatever is left ends now; streams learn it from their shared state.
+        self.tunnel
+            .close(ResetCode::NO_ERROR, "tunnel driver stopped");
+        self.handle_events();
+        self.counters.closed.store(true, Ordering::Release);
+        self.counters.open_streams.store(0, Ordering::Relaxed);
+        if let Some(mut sink) = idle_sink {
+            sink.close().await;
+        }
+        drop(sending);
+        self.ended.take().unwrap_or(Ok(()))
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Write { id, data } => {
+                match self.streams.get_mut(&id) {
+                    Some(ds) => ds.outbound.push_back(data),
+                    // The stream is gone; its writer already has (or will get) the error.
+                    None => return,
+                }
+                self.pump_outbound(id);
+            }
+            Cmd::Finish { id } => {
+                if let Some(ds) = self.streams.get_mut(&id) {
+                    ds.finish_after_outbound = true;
+                }
+                self.pump_outbound(id);
+            }
+            Cmd::Reset { id, code, reason } => {
+                if let Some(ds) = self.streams.get_mut(&id) {
+                    ds.outcome.get_or_insert_with(|| reason.clone());
+                    debug!(stream = %id, %code, %reason, "resetting stream");
+                    let _ = self.tunnel.reset(id, code, &reason);
+                }
+            }
+            Cmd::Open { port, reply } => self.open(port, reply),
+            Cmd::Ping { reply } => {
+                // The payload is the send time, kept unique so each pong finds its ping.
+                let now = self.nanos();
+                let payload = now.max(self.last_ping + 1);
+                self.last_ping = payload;
+                self.tunnel.ping(payload);
+                self.pings.push_back((payload, reply));
+            }
+            Cmd::Dialed { id, result } => self.on_dialed(id, result),
+        }
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn open(&mut self, port: u16, reply: oneshot::Sender<Result<TunnelStream, OpenError>>) {
+        let Some(cmd) = self.cmd_tx.upgrade() else {
+            return;
+        };
+        let id = match self.tunnel.open(port) {
+            Ok(id) => id,
+            Err(e) => {
+                let err = if self.tunnel.is_closed() {
+                    OpenError::TunnelClosed
+                } else {
+                    OpenError::Refused {
+                        code: ResetCode::REFUSED.0,
+                        reason: e.to_string(),
+                    }
+                };
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        debug!(stream = %id, port, "opening stream");
+        let mut ds = DriverStream::new(port);
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        ds.inbound = Some(tx);
+        let stream = TunnelStream {
+            id,
+            port,
+            inbound: rx,
+            current: Bytes::new(),
+            shared: Arc::clone(&ds.shared),
+            cmd,
+            shutdown_sent: false,
+            eof_seen: false,
+            detached: true,
+        };
+        ds.pending_open = Some((reply, stream));
+        self.streams.insert(id, ds);
+    }
+
+    /// Hands the tunnel what the stream's writer queued, as far as credit allows.
+    fn pump_outbound(&mut self, id: StreamId) {
+        let Some(ds) = self.streams.get_mut(&id) else {
+            return;
+        };
+        while let Some(front) = ds.outbound.front_mut() {
+            let n = match self.tunnel.write(id, front) {
+                Ok(n) => n,
+                Err(_) => {
+                    ds.outbound.clear();
+                    break;
+                }
+            };
+            ds.shared.release(n);
+            self.counters
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if n == front.len() {
+                ds.outbound.pop_front();
+            } else {
+                front.advance(n);
+                break; // Writable will say when to go on.
+            }
+        }
+        if ds.outbound.is_empty() && ds.finish_after_outbound {
+            ds.finish_after_outbound = false;
+            let _ = self.tunnel.finish(id);
+        }
+    }
+
+    /// Moves received bytes from the tunnel to the stream's consumer while it has room.
+    fn pump_inbound(&mut self, id: StreamId) {
+        let Some(ds) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if ds.waiting_room {
+            return;
+        }
+        let Some(tx) = ds.inbound.as_ref() else {
+            return;
+        };
+        loop {
+            match tx.try_reserve() {
+                Ok(permit) => match self.tunnel.read(id) {
+                    Ok(Some(chunk)) => {
+                        self.counters
+                            .bytes_received
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        permit.send(chunk);
+                    }
+                    _ => return,
+                },
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    // Leave the rest in the tunnel (its window bounds it) until there is room.
+                    ds.waiting_room = true;
+                    let tx = tx.clone();
+                    self.room_waits
+                        .push(Box::pin(async move { (id, tx.reserve_owned().await) }));
+                    return;
+                }
+                // The consumer is gone; its reset is on the way.
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+            }
+        }
+    }
+
+    fn on_room(
+        &mut self,
+        id: StreamId,
+        permit: Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>,
+    ) {
+        let Some(ds) = self.streams.get_mut(&id) else {
+            return;
+        };
+        ds.waiting_room = false;
+        let Ok(permit) = permit else {
+            return;
+        };
+        if let Ok(Some(chunk)) = self.tunnel.read(id) {
+            self.counters
+                .bytes_received
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            permit.send(chunk);
+            self.pump_inbound(id);
+        }
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(event) = self.tunnel.poll_event() {
+            match event {
+                Event::StreamOpened { id, port } => self.on_stream_opened(id, port),
+                Event::StreamAccepted { id } => self.on_accepted(id),
+                Event::Readable { id } => self.pump_inbound(id),
+                Event::Writable { id } => self.pump_outbound(id),
+                Event::Finished { id } => {
+                    if let Some(ds) = self.streams.get_mut(&id) {
+                        // Everything the peer sent is in the queue: EOF follows it.
+                        ds.shared.fin.store(true, Ordering::Release);
+                        ds.inbound = None;
+                    }
+                }
+                Event::StreamClosed { id, end, stats } => self.on_stream_closed(id, end, stats),
+                Event::Pong { payload } => {
+                    let now = self.nanos();
+                    if let Some(at) = self.pings.iter().position(|(p, _)| *p == payload)
+                        && let Some((_, reply)) = self.pings.remove(at)
+                    {
+                        let _ = reply.send(Duration::from_nanos(now.saturating_sub(payload)));
+                    }
+                }
+                Event::Closed {
+                    code,
+                    reason,
+                    by_peer,
+                } => {
+                    info!(%code, %reason, by_peer, "tunnel closed");
+                    self.pings.clear();
+                    if by_peer && code != ResetCode::NO_ERROR {
+                        self.ended
+                            .get_or_insert(Err(TunnelError::ClosedByPeer { code, reason }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, id: StreamId) {
+        let Some(ds) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let Some((reply, mut stream)) = ds.pending_open.take() else {
+            return;
+        };
+        debug!(stream = %id, "stream accepted");
+        stream.detached = false;
+        // If the caller stopped waiting, the stream drops here and resets itself.
+        let _ = reply.send(Ok(stream));
+    }
+
+    fn on_stream_opened(&mut self, id: StreamId, port: u16) {
+        let Some(agent) = &self.agent else {
+            return;
+        };
+        let mut ds = DriverStream::new(port);
+        if !(agent.allow)(port) {
+            let reason = format!("port {port} is not allowed");
+            info!(stream = %id, port, "refusing stream: {reason}");
+            ds.outcome = Some(format!("refused: {reason}"));
+            self.streams.insert(id, ds);
+            let _ = self.tunnel.refuse(id, ResetCode::PORT_NOT_ALLOWED, &reason);
+            return;
+        }
+        let addr = SocketAddr::new(agent.dial_host, port);
+        debug!(stream = %id, %addr, "dialing");
+        if let Some(cmd) = self.cmd_tx.upgrade() {
+            let dial = tokio::spawn(async move {
+                let result =
+                    match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+                    };
+                let _ = cmd.send(Cmd::Dialed { id, result });
+            });
+            ds.tasks.push(dial.abort_handle());
+        }
+        self.streams.insert(id, ds);
+    }
+
+    fn on_dialed(&mut self, id: StreamId, result: io::Result<TcpStream>) {
+        let Some(ds) = self.streams.get_mut(&id) else {
+            return; // The client gave up meanwhile; the socket closes here.
+        };
+        ds.tasks.clear();
+        let socket = match result {
+            Ok(socket) => socket,
+            Err(e) => {
+                let reason = format!("dial failed: {}", describe(&e));
+                info!(stream = %id, port = ds.port, "{reason}");
+                ds.outcome = Some(reason.clone());
+                let _ = self.tunnel.refuse(id, ResetCode::DIAL_FAILED, &reason);
+                return;
+            }
+        };
+        let Some(cmd) = self.cmd_tx.upgrade() else {
+            return;
+        };
+        if self.tunnel.accept(id).is_err() {
+            return;
+        }
+        debug!(stream = %id, "stream accepted");
+        // Interactive protocols (ssh, psql) want each keystroke out at once.
+        let _ = socket.set_nodelay(true);
+        let (read_half, write_half) = socket.into_split();
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        ds.inbound = Some(tx);
+        let reader = tokio::spawn(socket_reader(
+            id,
+            read_half,
+            Arc::clone(&ds.shared),
+            cmd.clone(),
+        ));
+        let writer = tokio::spawn(socket_writer(
+            id,
+            write_half,
+            rx,
+            Arc::clone(&ds.shared),
+            cmd,
+        ));
+        ds.tasks = vec![reader.abort_handle(), writer.abort_handle()];
+        // Bytes may already be waiting: the client could not send before OPEN_OK, but
+        // pumping is cheap and keeps this independent of that rule.
+        self.pump_inbound(id);
+    }
+
+    fn on_stream_closed(&mut self, id: StreamId, end: StreamEnd, stats: StreamStats) {
+        let Some(mut ds) = self.streams.remove(&id) else {
+            return;
+        };
+        debug!(stream = %id, ?end, sent = stats.bytes_sent, received = stats.bytes_received, "stream closed");
+        let (error, outcome) = match &end {
+            StreamEnd::Finished => (None, "ok".to_owned()),
+            StreamEnd::Refused { code, reason } => {
+                if let Some((reply, _stream)) = ds.pending_open.take() {
+                    let _ = reply.send(Err(OpenError::Refused {
+                        code: code.0,
+                        reason: reason.clone(),
+                    }));
+                }
+                (
+                    Some((io::ErrorKind::ConnectionRefused, reason.clone())),
+                    format!("refused: {reason}"),
+                )
+            }
+            StreamEnd::ResetByPeer { code, reason } => {
+                let msg = if reason.is_empty() {
+                    format!("stream reset by peer ({code})")
+                } else {
+                    format!("stream reset by peer: {reason}")
+                };
+                let outcome = if *code == ResetCode::CANCELLED || reason.is_empty() {
+                    "reset by client".to_owned()
+                } else {
+                    format!("reset by client: {reason}")
+                };
+                (Some((io::ErrorKind::ConnectionReset, msg)), outcome)
+            }
+            StreamEnd::ResetLocally { reason, .. } => (
+                Some((
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset: {reason}"),
+                )),
+                format!("reset: {reason}"),
+            ),
+            StreamEnd::TunnelClosed => (
+                Some((io::ErrorKind::ConnectionAborted, "tunnel closed".to_owned())),
+                "tunnel closed".to_owned(),
+            ),
+        };
+        if let Some((reply, _stream)) = ds.pending_open.take() {
+            let _ = reply.send(Err(match &end {
+                StreamEnd::ResetByPeer { code, reason }
+                | StreamEnd::ResetLocally { code, reason } => OpenError::Refused {
+                    code: code.0,
+                    reason: reason.clone(),
+                },
+                _ => OpenError::TunnelClosed,
+            }));
+        }
+        if let Some((kind, msg)) = error {
+            ds.shared.fail(kind, msg);
+            for task in &ds.tasks {
+                task.abort();
+            }
+        }
+        // Dropping the sender ends the consumer's queue: EOF after FIN, else the error.
+        ds.inbound = None;
+        ds.shared.writer.wake();
+
+        if let Some(agent) = &self.agent {
+            let record = StreamRecord {
+                stream_id: id.get(),
+                port: ds.port,
+                started_at: ds.started_at,
+                ended_at: SystemTime::now(),
+                bytes_to_workspace: stats.bytes_received,
+                bytes_to_client: stats.bytes_sent,
+                // An outcome this side decided (refusal, dial or socket failure) wins.
+                outcome: match end {
+                    StreamEnd::Finished
+                    | StreamEnd::TunnelClosed
+                    | StreamEnd::ResetByPeer { .. } => outcome,
+                    _ => ds.outcome.take().unwrap_or(outcome),
+                },
+            };
+            let _ = agent.reports.send(record);
+        }
+    }
+}
+
+/// A short description of a dial error, without the OS error number.
+fn describe(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+        | PermissionDenied | ConnectionReset => e.kind().to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Agent: copies the workspace connection's bytes into the stream.
+async fn socket_reader(
+    id: StreamId,
+    mut socket: OwnedReadHalf,
+    shared: Arc<StreamShared>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+) {
+    loop {
+        let room = match std::future::poll_fn(|cx| shared.poll_room(cx)).await {
+            Ok(room) => room,
+            Err(_) => return, // The stream ended.
+        };
+        let mut buf = BytesMut::with_capacity(room.min(CHUNK));
+        match socket.read_buf(&mut buf).await {
+            Ok(0) => {
+                trace!(stream = %id, "workspace closed its side");
+                let _ = cmd.send(Cmd::Finish { id });
+                return;
+            }
+            Ok(n) => {
+                shared.in_flight.fetch_add(n, Ordering::AcqRel);
+                if cmd
+                    .send(Cmd::Write {
+                        id,
+                        data: buf.freeze(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = cmd.send(Cmd::Reset {
+                    id,
+                    code: ResetCode::SOCKET_ERROR,
+                    reason: format!("workspace connection failed: {}", describe(&e)),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Agent: copies the stream's bytes into the workspace connection; half-closes it after
+/// the client's FIN.
+async fn socket_writer(
+    id: StreamId,
+    mut socket: OwnedWriteHalf,
+    mut inbound: mpsc::Receiver<Bytes>,
+    shared: Arc<StreamShared>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+) {
+    while let Some(mut chunk) = inbound.recv().await {
+        if let Err(e) = socket.write_all_buf(&mut chunk).await {
+            let _ = cmd.send(Cmd::Reset {
+                id,
+                code: ResetCode::SOCKET_ERROR,
+                reason: format!("workspace connection failed: {}", describe(&e)),
+            });
+            return;
+        }
+    }
+    if shared.fin.load(Ordering::Acquire) {
+        trace!(stream = %id, "client closed its side");
+        let _ = socket.shutdown().await;
+    }
+}
