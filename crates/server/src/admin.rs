@@ -65,8 +65,18 @@ pub fn format_time_ms(ms: i64) -> String {
 /// The audit log as an aligned text table with a header line.
 pub fn format_audit_table(rows: &[AuditRow]) -> String {
     let header = [
-        "ID", "TIME (UTC)", "USER", "WORKSPACE", "PORT", "SESSION", "STREAM", "PATH", "TO_WS",
-        "TO_CLIENT", "OUTCOME", "REMOTE",
+        "ID",
+        "TIME (UTC)",
+        "USER",
+        "WORKSPACE",
+        "PORT",
+        "SESSION",
+        "STREAM",
+        "PATH",
+        "TO_WS",
+        "TO_CLIENT",
+        "OUTCOME",
+        "REMOTE",
     ];
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let cells: Vec<Vec<String>> = rows

@@ -10,8 +10,8 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -186,7 +186,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/workspaces", get(list_workspaces))
-        .route("/api/v1/workspaces/{workspace}/sessions", post(create_session))
+        .route(
+            "/api/v1/workspaces/{workspace}/sessions",
+            post(create_session),
+        )
         .route("/api/v1/sessions/{session}/signal", get(signal))
         .route(AGENT_CONNECT_PATH, get(agent_connect))
         .route("/api/v1/audit", get(audit))
@@ -325,8 +328,13 @@ async fn create_session(
     };
 
     let Ok(Path(workspace_name)) = path else {
-        state.audit_refusal(refused("refused: bad request", None)).await;
-        return Err(AppError::new(ErrorCode::BadRequest, "malformed workspace name"));
+        state
+            .audit_refusal(refused("refused: bad request", None))
+            .await;
+        return Err(AppError::new(
+            ErrorCode::BadRequest,
+            "malformed workspace name",
+        ));
     };
     // An empty body asks for the defaults.
     let request: SessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -335,7 +343,9 @@ async fn create_session(
         match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                state.audit_refusal(refused("refused: bad request", None)).await;
+                state
+                    .audit_refusal(refused("refused: bad request", None))
+                    .await;
                 return Err(AppError::new(
                     ErrorCode::BadRequest,
                     format!("malformed session request: {e}"),
@@ -346,7 +356,9 @@ async fn create_session(
 
     let Some(workspace) = state.db().workspace_by_name(&workspace_name).await? else {
         // The name is the caller's input and names nothing: it is not worth a column.
-        state.audit_refusal(refused("refused: not found", None)).await;
+        state
+            .audit_refusal(refused("refused: not found", None))
+            .await;
         return Err(AppError::new(
             ErrorCode::NotFound,
             format!("no workspace named {workspace_name:?}"),
@@ -362,10 +374,15 @@ async fn create_session(
         ));
     }
     if !state.broker().agent_online(workspace.id) {
-        state.audit_refusal(refused("refused: agent offline", ws)).await;
+        state
+            .audit_refusal(refused("refused: agent offline", ws))
+            .await;
         return Err(AppError::new(
             ErrorCode::AgentOffline,
-            format!("the agent of workspace {:?} is not connected", workspace.name),
+            format!(
+                "the agent of workspace {:?} is not connected",
+                workspace.name
+            ),
         ));
     }
     if request.force_relay && !state.has_turn() {
@@ -542,7 +559,9 @@ mod tests {
             .expect("response");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            r.headers().get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+            r.headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.as_bytes()),
             Some(&b"Bearer"[..])
         );
         let e: ApiError = body_json(r).await;
@@ -557,7 +576,11 @@ mod tests {
     async fn malformed_session_request_is_400_not_a_panic() {
         let state = state().await;
         let token = state.db().add_user("alice", 0).await.expect("user");
-        state.db().add_workspace("ws", "alice", 0).await.expect("ws");
+        state
+            .db()
+            .add_workspace("ws", "alice", 0)
+            .await
+            .expect("ws");
         let r = app(state)
             .oneshot(
                 Request::post("/api/v1/workspaces/ws/sessions")

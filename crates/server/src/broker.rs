@@ -116,7 +116,12 @@ impl Broker {
             },
         );
         if let Some(mut old) = old {
-            debug!(workspace_id, old = old.conn_id, new = conn_id, "agent connection replaced");
+            debug!(
+                workspace_id,
+                old = old.conn_id,
+                new = conn_id,
+                "agent connection replaced"
+            );
             if let Some(r) = old.replaced.take() {
                 let _ = r.send(());
             }
@@ -208,7 +213,10 @@ impl Broker {
                 Delivery::UnknownSession
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(session = session_id, "client not reading its signaling socket; ending the session");
+                warn!(
+                    session = session_id,
+                    "client not reading its signaling socket; ending the session"
+                );
                 if let Some(entry) = routes.sessions.remove(session_id) {
                     entry.kill(ApiError::new(
                         ErrorCode::Internal,
@@ -245,7 +253,10 @@ impl Broker {
             }
         }
         for (_, session) in routes.sessions.drain() {
-            session.kill(ApiError::new(ErrorCode::Internal, "burrowd is shutting down"));
+            session.kill(ApiError::new(
+                ErrorCode::Internal,
+                "burrowd is shutting down",
+            ));
         }
     }
 
@@ -295,7 +306,10 @@ mod tests {
         let _a2 = b.register_agent(2);
         let mut c = b.open_session("s", 1).expect("open");
         let answer = ServerToClient::Answer { sdp: "v=0".into() };
-        assert_eq!(b.to_client(2, "s", answer.clone()), Delivery::UnknownSession);
+        assert_eq!(
+            b.to_client(2, "s", answer.clone()),
+            Delivery::UnknownSession
+        );
         assert!(!b.fail_session(2, "s", agent_offline()));
         assert_eq!(b.to_client(1, "s", answer.clone()), Delivery::Queued);
         assert_eq!(c.rx.try_recv().ok(), Some(answer));

@@ -636,7 +636,11 @@ mod tests {
         let db = db().await;
         let token = db.add_user("alice", 1).await.expect("add user");
         assert!(token.starts_with("bu_"));
-        let user = db.user_by_token(&token).await.expect("query").expect("user");
+        let user = db
+            .user_by_token(&token)
+            .await
+            .expect("query")
+            .expect("user");
         assert_eq!(user.name, "alice");
         assert!(db.user_by_token("bu_nope").await.expect("query").is_none());
         let stored: String = sqlx::query("SELECT token_hash FROM api_tokens")
@@ -663,7 +667,10 @@ mod tests {
         db.add_workspace("ws", "alice", 3).await.expect("add ws");
         assert!(matches!(
             db.add_workspace("ws", "alice", 4).await,
-            Err(DbError::AlreadyExists { kind: "workspace", .. })
+            Err(DbError::AlreadyExists {
+                kind: "workspace",
+                ..
+            })
         ));
         assert!(matches!(
             db.add_workspace("ws2", "bob", 4).await,
@@ -694,11 +701,33 @@ mod tests {
             .await
             .expect("create");
         }
-        assert!(db.redeem_ticket("s1", "t2", 1500).await.expect("q").is_none());
-        let s = db.redeem_ticket("s1", "t1", 1500).await.expect("q").expect("s1");
-        assert_eq!((s.user_name.as_str(), s.workspace_name.as_str()), ("alice", "ws"));
-        assert!(db.redeem_ticket("s1", "t1", 1500).await.expect("q").is_none());
-        assert!(db.redeem_ticket("s2", "t2", 2000).await.expect("q").is_none());
+        assert!(
+            db.redeem_ticket("s1", "t2", 1500)
+                .await
+                .expect("q")
+                .is_none()
+        );
+        let s = db
+            .redeem_ticket("s1", "t1", 1500)
+            .await
+            .expect("q")
+            .expect("s1");
+        assert_eq!(
+            (s.user_name.as_str(), s.workspace_name.as_str()),
+            ("alice", "ws")
+        );
+        assert!(
+            db.redeem_ticket("s1", "t1", 1500)
+                .await
+                .expect("q")
+                .is_none()
+        );
+        assert!(
+            db.redeem_ticket("s2", "t2", 2000)
+                .await
+                .expect("q")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -728,7 +757,9 @@ mod tests {
             .await
             .expect("q")
             .expect("ws");
-        db.agent_seen(ws.id, Some(&[22, 8080]), 5).await.expect("seen");
+        db.agent_seen(ws.id, Some(&[22, 8080]), 5)
+            .await
+            .expect("seen");
         let ws = db.workspace_by_name("ws").await.expect("q").expect("ws");
         assert_eq!(ws.allowed_ports, vec![22, 8080]);
         assert_eq!(ws.last_seen_ms, Some(5));

@@ -29,10 +29,7 @@ impl AppError {
     /// 401 with the message every unauthenticated request gets (it does not say whether the
     /// token was missing, malformed or unknown).
     pub fn unauthorized() -> Self {
-        Self::new(
-            ErrorCode::Unauthorized,
-            "missing or invalid bearer token",
-        )
+        Self::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
     }
 
     /// The body the client sees.

@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "burrowd", version, about = "Burrow's control plane: API, signaling broker, TURN relay")]
+#[command(
+    name = "burrowd",
+    version,
+    about = "Burrow's control plane: API, signaling broker, TURN relay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,12 @@ struct ServeArgs {
     turn_url: Option<String>,
     /// The external TURN server's static-auth-secret (prefer the environment variable:
     /// command lines are visible to other local users).
-    #[arg(long, env = "BURROWD_TURN_SECRET", hide_env_values = true, requires = "turn_url")]
+    #[arg(
+        long,
+        env = "BURROWD_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_url"
+    )]
     turn_secret: Option<String>,
     /// STUN URL to hand out (repeatable); replaces the relay's own.
     #[arg(long = "stun-url")]

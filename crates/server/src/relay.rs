@@ -286,10 +286,12 @@ impl WarnOnce {
     fn refused(&self, peer: SocketAddr, direction: &str) {
         let first = match self.seen.lock() {
             Ok(mut seen) if seen.len() < WARNED_PEERS_MEMORY => seen.insert(peer.ip()),
-            Ok(seen) => !seen.contains(&peer.ip()) && {
-                debug!("too many refused peers to remember; logging at debug from now on");
-                false
-            },
+            Ok(seen) => {
+                !seen.contains(&peer.ip()) && {
+                    debug!("too many refused peers to remember; logging at debug from now on");
+                    false
+                }
+            }
             Err(_) => false,
         };
         if first {
@@ -494,20 +496,35 @@ mod tests {
             "::ffff:10.0.0.1",
         ] {
             assert!(!peer_allowed(ip(a), false), "{a} should be refused");
-            assert!(peer_allowed(ip(a), true), "{a} should be allowed when private peers are");
+            assert!(
+                peer_allowed(ip(a), true),
+                "{a} should be allowed when private peers are"
+            );
         }
     }
 
     #[test]
     fn public_peers_are_allowed() {
-        for a in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888"] {
+        for a in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:4860:4860::8888",
+        ] {
             assert!(peer_allowed(ip(a), false), "{a}");
         }
     }
 
     #[test]
     fn unspecified_multicast_and_broadcast_are_never_peers() {
-        for a in ["0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
+        for a in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "ff02::1",
+        ] {
             assert!(!peer_allowed(ip(a), true), "{a}");
         }
     }
@@ -559,12 +576,16 @@ mod tests {
         sender.send_to(b"sneaky", addr).await.expect("send");
         let mut buf = [0u8; 8];
         let got = tokio::time::timeout(Duration::from_millis(300), conn.recv_from(&mut buf)).await;
-        assert!(got.is_err(), "a datagram from a loopback peer must not be delivered");
+        assert!(
+            got.is_err(),
+            "a datagram from a loopback peer must not be delivered"
+        );
     }
 
     #[test]
     fn secret_file_is_created_private_and_reused() {
-        let dir = std::env::temp_dir().join(format!("burrowd-secret-{}", crate::secret::generate_id()));
+        let dir =
+            std::env::temp_dir().join(format!("burrowd-secret-{}", crate::secret::generate_id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let a = load_or_create_secret(&dir).expect("create");
         let b = load_or_create_secret(&dir).expect("load");

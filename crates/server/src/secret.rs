@@ -49,7 +49,10 @@ mod tests {
         let t = generate(USER_TOKEN_PREFIX);
         let body = t.strip_prefix("bu_").expect("prefix");
         assert_eq!(body.len(), 43);
-        assert!(body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            body.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(generate(USER_TOKEN_PREFIX), t);
     }
 

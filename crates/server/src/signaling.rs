@@ -71,7 +71,11 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
         code,
         reason: reason.into(),
     };
-    let _ = timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+    let _ = timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// Serves an agent's WebSocket for `workspace` until it closes, goes silent or is replaced.
@@ -156,10 +160,8 @@ async fn agent_loop(
     reg: &mut AgentRegistration,
 ) -> String {
     let timing = state.timing();
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + timing.ping_interval,
-        timing.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
     let silence = sleep(timing.silence_timeout);
     tokio::pin!(silence);
     loop {
@@ -234,9 +236,7 @@ async fn handle_agent_message(
             broker.fail_session(workspace.id, &session_id.0, error);
             return Ok(());
         }
-        AgentToServer::Answer { session_id, sdp } => {
-            (session_id, ServerToClient::Answer { sdp })
-        }
+        AgentToServer::Answer { session_id, sdp } => (session_id, ServerToClient::Answer { sdp }),
         AgentToServer::Candidate {
             session_id,
             candidate,
@@ -267,7 +267,10 @@ async fn record_report(
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, "could not look up a reported session");
-            let e = ApiError::new(ErrorCode::Internal, "could not record the report; retry later");
+            let e = ApiError::new(
+                ErrorCode::Internal,
+                "could not record the report; retry later",
+            );
             return send_json(socket, &ServerToAgent::Error(e)).await;
         }
     };
@@ -307,7 +310,10 @@ async fn record_report(
         Err(e) => {
             // No ack: the agent keeps the report and sends it again when it reconnects.
             error!(error = %e, "could not record a stream report");
-            let e = ApiError::new(ErrorCode::Internal, "could not record the report; retry later");
+            let e = ApiError::new(
+                ErrorCode::Internal,
+                "could not record the report; retry later",
+            );
             send_json(socket, &ServerToAgent::Error(e)).await
         }
     }
@@ -370,10 +376,8 @@ async fn client_loop(
     mut reg: ClientRegistration,
 ) -> Option<ApiError> {
     let timing = state.timing();
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + timing.ping_interval,
-        timing.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
     let silence = sleep(timing.silence_timeout);
     tokio::pin!(silence);
     let session_id = burrow_proto::signal::SessionId(session.id.clone());

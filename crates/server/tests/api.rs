@@ -33,7 +33,11 @@ async fn session_with_bad_token_is_401_json_and_audited_without_user() {
     for row in rows {
         assert_eq!(row.outcome, "refused: unauthorized");
         assert_eq!(row.user, None);
-        assert!(row.remote_addr.as_deref().is_some_and(|a| a.starts_with("127.0.0.1:")));
+        assert!(
+            row.remote_addr
+                .as_deref()
+                .is_some_and(|a| a.starts_with("127.0.0.1:"))
+        );
     }
 }
 
@@ -69,8 +73,10 @@ async fn session_while_agent_offline_is_409_and_audited() {
     let r = env.request_session(&alice, "box", false).await;
     assert_eq!(r.status(), 409);
     assert_eq!(api_error(r).await.code, ErrorCode::AgentOffline);
-    env.wait_audit(|r| r.outcome == "refused: agent offline" && r.workspace.as_deref() == Some("box"))
-        .await;
+    env.wait_audit(|r| {
+        r.outcome == "refused: agent offline" && r.workspace.as_deref() == Some("box")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -95,7 +101,10 @@ async fn granted_session_carries_relay_ice_servers_and_is_audited() {
         .find(|s| s.urls.iter().any(|u| u.starts_with("turn:")))
         .expect("a turn server");
     let username = turn.username.as_deref().expect("username");
-    assert!(username.ends_with(&format!(":{}", grant.session_id)), "{username}");
+    assert!(
+        username.ends_with(&format!(":{}", grant.session_id)),
+        "{username}"
+    );
     assert!(turn.credential.is_some());
 
     let row = env.wait_audit(|r| r.outcome == "session granted").await;

@@ -36,12 +36,20 @@ fn admin_commands_print_only_tokens_and_the_audit_table() {
     let user_token = user_token.trim_end_matches('\n');
     assert!(user_token.starts_with("bu_") && !user_token.contains(char::is_whitespace));
 
-    let agent_token = stdout_of(&admin(dir.path(), &["workspace", "add", "box", "--owner", "alice"]));
+    let agent_token = stdout_of(&admin(
+        dir.path(),
+        &["workspace", "add", "box", "--owner", "alice"],
+    ));
     let agent_token = agent_token.trim_end_matches('\n');
     assert!(agent_token.starts_with("ba_") && !agent_token.contains(char::is_whitespace));
 
     let table = stdout_of(&admin(dir.path(), &["audit"]));
-    assert!(table.lines().next().is_some_and(|h| h.starts_with("ID") && h.contains("OUTCOME")));
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.starts_with("ID") && h.contains("OUTCOME"))
+    );
 
     let json = stdout_of(&admin(dir.path(), &["audit", "--json"]));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json array");
@@ -51,7 +59,10 @@ fn admin_commands_print_only_tokens_and_the_audit_table() {
 #[test]
 fn admin_errors_exit_non_zero_with_a_message() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = admin(dir.path(), &["workspace", "add", "box", "--owner", "nobody"]);
+    let out = admin(
+        dir.path(),
+        &["workspace", "add", "box", "--owner", "nobody"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no user named \"nobody\""), "{err}");
@@ -76,7 +87,11 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -141,8 +156,14 @@ fn serve_answers_records_refusals_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "exit status {exit:?}");
     let stderr = child.stderr.take().expect("stderr");
-    let logs: Vec<String> = BufReader::new(stderr).lines().map_while(Result::ok).collect();
-    assert!(logs.iter().any(|l| l.contains("burrowd listening")), "{logs:#?}");
+    let logs: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("burrowd listening")),
+        "{logs:#?}"
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use burrow_proto::signal::{
-    AgentToServer, ApiError, ClientToServer, ErrorCode, IceCandidate, IceTransportPolicy,
-    PathKind, SIGNAL_VERSION, ServerToAgent, ServerToClient, SessionId, StreamReport,
+    AgentToServer, ApiError, ClientToServer, ErrorCode, IceCandidate, IceTransportPolicy, PathKind,
+    SIGNAL_VERSION, ServerToAgent, ServerToClient, SessionId, StreamReport,
 };
 use burrow_server::Timing;
 use common::{Env, WAIT, client_error, expect_closed, offer, recv, send};
@@ -29,7 +29,13 @@ async fn offer_reaches_agent_after_session_and_answer_and_candidates_come_back()
     let grant = env.grant(&alice, "box").await;
     let mut client = env.client_socket(&grant).await.expect("client connects");
     send(&mut client, &offer()).await;
-    send(&mut client, &ClientToServer::Candidate { candidate: candidate(1) }).await;
+    send(
+        &mut client,
+        &ClientToServer::Candidate {
+            candidate: candidate(1),
+        },
+    )
+    .await;
 
     // The agent hears of the session first, with TURN credentials of its own.
     match recv::<ServerToAgent>(&mut agent).await {
@@ -58,7 +64,10 @@ async fn offer_reaches_agent_after_session_and_answer_and_candidates_come_back()
         other => panic!("expected the offer, got {other:?}"),
     }
     match recv::<ServerToAgent>(&mut agent).await {
-        ServerToAgent::Candidate { session_id, candidate: c } => {
+        ServerToAgent::Candidate {
+            session_id,
+            candidate: c,
+        } => {
             assert_eq!(session_id, grant.session_id);
             assert_eq!(c, candidate(1));
         }
@@ -83,11 +92,15 @@ async fn offer_reaches_agent_after_session_and_answer_and_candidates_come_back()
     .await;
     assert_eq!(
         recv::<ServerToClient>(&mut client).await,
-        ServerToClient::Answer { sdp: "v=0 answer".into() }
+        ServerToClient::Answer {
+            sdp: "v=0 answer".into()
+        }
     );
     assert_eq!(
         recv::<ServerToClient>(&mut client).await,
-        ServerToClient::Candidate { candidate: candidate(2) }
+        ServerToClient::Candidate {
+            candidate: candidate(2)
+        }
     );
 }
 
@@ -98,7 +111,10 @@ async fn agent_session_error_reaches_the_client_and_ends_its_socket() {
     let grant = env.grant(&alice, "box").await;
     let mut client = env.client_socket(&grant).await.expect("client connects");
     send(&mut client, &offer()).await;
-    assert!(matches!(recv(&mut agent).await, ServerToAgent::Session { .. }));
+    assert!(matches!(
+        recv(&mut agent).await,
+        ServerToAgent::Session { .. }
+    ));
     send(
         &mut agent,
         &AgentToServer::SessionError {
@@ -124,12 +140,15 @@ async fn bad_ticket_is_refused_with_401_before_upgrade() {
         other => panic!("expected HTTP 401, got {other:?}"),
     }
     env.wait_audit(|r| {
-        r.outcome == "refused: bad ticket" && r.session_id.as_deref() == Some(grant.session_id.0.as_str())
+        r.outcome == "refused: bad ticket"
+            && r.session_id.as_deref() == Some(grant.session_id.0.as_str())
     })
     .await;
     // The failed attempt did not spend the real ticket.
     grant.ticket = good;
-    env.client_socket(&grant).await.expect("the real ticket works");
+    env.client_socket(&grant)
+        .await
+        .expect("the real ticket works");
 }
 
 #[tokio::test]
@@ -174,7 +193,9 @@ async fn bad_agent_token_is_refused_with_401_and_audited() {
         }
         other => panic!("expected HTTP 401, got {other:?}"),
     }
-    let row = env.wait_audit(|r| r.outcome == "refused: bad agent token").await;
+    let row = env
+        .wait_audit(|r| r.outcome == "refused: bad agent token")
+        .await;
     assert_eq!(row.workspace, None);
 }
 
@@ -219,7 +240,11 @@ async fn stream_report_sent_twice_is_recorded_once_and_acked_twice() {
     let (alice, mut agent) = env.online_workspace("alice", "box").await;
     let grant = env.grant(&alice, "box").await;
     for _ in 0..2 {
-        send(&mut agent, &AgentToServer::StreamReport(report(&grant.session_id, 3))).await;
+        send(
+            &mut agent,
+            &AgentToServer::StreamReport(report(&grant.session_id, 3)),
+        )
+        .await;
         assert_eq!(
             recv::<ServerToAgent>(&mut agent).await,
             ServerToAgent::ReportAck {
@@ -250,7 +275,11 @@ async fn stream_report_for_another_workspaces_session_is_refused() {
     let (alice, _agent) = env.online_workspace("alice", "box").await;
     let (_bob, mut bobs_agent) = env.online_workspace("bob", "bobs").await;
     let grant = env.grant(&alice, "box").await;
-    send(&mut bobs_agent, &AgentToServer::StreamReport(report(&grant.session_id, 1))).await;
+    send(
+        &mut bobs_agent,
+        &AgentToServer::StreamReport(report(&grant.session_id, 1)),
+    )
+    .await;
     match recv::<ServerToAgent>(&mut bobs_agent).await {
         ServerToAgent::Error(e) => assert_eq!(e.code, ErrorCode::NotFound),
         other => panic!("expected an error, got {other:?}"),
@@ -271,7 +300,10 @@ async fn agent_reconnect_replaces_the_old_connection() {
     let grant = env.grant(&alice, "box").await;
     let mut client = env.client_socket(&grant).await.expect("client");
     send(&mut client, &offer()).await;
-    assert!(matches!(recv(&mut new).await, ServerToAgent::Session { .. }));
+    assert!(matches!(
+        recv(&mut new).await,
+        ServerToAgent::Session { .. }
+    ));
     assert!(matches!(recv(&mut new).await, ServerToAgent::Offer { .. }));
 }
 
@@ -282,7 +314,10 @@ async fn agent_leaving_ends_waiting_sessions_with_agent_offline() {
     let grant = env.grant(&alice, "box").await;
     let mut client = env.client_socket(&grant).await.expect("client");
     send(&mut client, &offer()).await;
-    assert!(matches!(recv(&mut agent).await, ServerToAgent::Session { .. }));
+    assert!(matches!(
+        recv(&mut agent).await,
+        ServerToAgent::Session { .. }
+    ));
     agent.close(None).await.expect("close");
     drop(agent);
     let e = client_error(recv(&mut client).await);
@@ -360,7 +395,10 @@ async fn silent_agent_is_dropped() {
         if r.status() == 409 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "agent never dropped");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -407,4 +445,35 @@ async fn hello_with_unknown_version_is_refused() {
         ServerToAgent::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest),
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn forced_relay_session_tells_the_agent_to_use_relay_candidates_only() {
+    let env = Env::start().await;
+    let (alice, mut agent) = env.online_workspace("alice", "box").await;
+    let r = env.request_session(&alice, "box", true).await;
+    assert_eq!(r.status(), 201);
+    let grant: burrow_proto::signal::SessionGrant = r.json().await.expect("grant");
+    let _client = env.client_socket(&grant).await.expect("client");
+    match recv::<ServerToAgent>(&mut agent).await {
+        ServerToAgent::Session {
+            ice_transport_policy,
+            ..
+        } => assert_eq!(ice_transport_policy, IceTransportPolicy::Relay),
+        other => panic!("expected session, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_agent_sockets_and_returns_promptly() {
+    let env = Env::start().await;
+    let (_alice, mut agent) = env.online_workspace("alice", "box").await;
+    let Env {
+        server, dir: _dir, ..
+    } = env;
+    tokio::time::timeout(WAIT, server.shutdown())
+        .await
+        .expect("shutdown in time")
+        .expect("clean shutdown");
+    expect_closed(&mut agent).await;
 }

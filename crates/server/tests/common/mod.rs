@@ -102,7 +102,11 @@ impl Env {
     }
 
     pub async fn audit(&self) -> Vec<AuditRow> {
-        self.server.db.audit_log(None, 1000).await.expect("audit log")
+        self.server
+            .db
+            .audit_log(None, 1000)
+            .await
+            .expect("audit log")
     }
 
     /// Waits (bounded) for an audit row matching `pred`.
@@ -155,7 +159,12 @@ impl Env {
 
     /// Opens a session's signaling socket.
     pub async fn client_socket(&self, grant: &SessionGrant) -> Result<Ws, tungstenite::Error> {
-        let url = format!("{}{}?ticket={}", self.ws_base(), grant.signal_path, grant.ticket);
+        let url = format!(
+            "{}{}?ticket={}",
+            self.ws_base(),
+            grant.signal_path,
+            grant.ticket
+        );
         tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
             .await
             .expect("connect in time")
