@@ -366,9 +366,10 @@ impl StreamShared {
 /// A stream of a client tunnel: bytes to and from one TCP connection on the workspace.
 ///
 /// `poll_shutdown` half-closes (the workspace service reads EOF and may still answer);
-/// reading returns EOF once the service closed its side. Dropping the stream before both
-/// directions ended resets it. Errors: `ConnectionReset` when the stream was reset,
-/// `ConnectionAborted` when the tunnel closed.
+/// reading returns EOF once the service closed its side. Dropping the stream before reading
+/// EOF resets it (`RESET` "cancelled"); dropping it after EOF without a shutdown half-closes
+/// it, as closing a TCP socket with nothing unread would. Errors: `ConnectionReset` when
+/// the stream was reset, `ConnectionAborted` when the tunnel closed.
 #[derive(Debug)]
 pub struct TunnelStream {
     id: StreamId,
@@ -475,8 +476,16 @@ impl AsyncWrite for TunnelStream {
 
 impl Drop for TunnelStream {
     fn drop(&mut self) {
-        let ended = self.shutdown_sent && self.eof_seen;
-        if !self.detached && !ended && self.shared.error.get().is_none() {
+        if self.detached || self.shared.error.get().is_some() {
+            return;
+        }
+        if self.eof_seen {
+            // Like TCP's close() with nothing left unread: a FIN, not a reset. This is how
+            // `ssh` through `burrow stdio` ends: the workspace closed, stdin never did.
+            if !self.shutdown_sent {
+                let _ = self.cmd.send(Cmd::Finish { id: self.id });
+            }
+        } else {
             let _ = self.cmd.send(Cmd::Reset {
                 id: self.id,
                 code: ResetCode::CANCELLED,

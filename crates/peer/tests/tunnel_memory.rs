@@ -527,6 +527,27 @@ async fn dropping_a_stream_resets_it_on_the_agent() {
 }
 
 #[tokio::test]
+async fn dropping_a_stream_after_eof_ends_it_cleanly() {
+    // How `ssh` via `burrow stdio` ends: the server closes, the client's stdin never does.
+    let port = server(|mut socket| async move {
+        let _ = socket.write_all(b"bye").await;
+        let _ = socket.shutdown().await;
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+    })
+    .await;
+    let mut s = start(&[port]);
+    let mut stream = within("open", s.client.open(port)).await.expect("open");
+    let mut got = Vec::new();
+    within("read to EOF", stream.read_to_end(&mut got))
+        .await
+        .expect("read");
+    assert_eq!(got, b"bye");
+    drop(stream);
+    assert_eq!(next_report(&mut s.reports).await.outcome, "ok");
+}
+
+#[tokio::test]
 async fn ping_measures_a_round_trip() {
     let s = start(&[]);
     for _ in 0..3 {

@@ -396,7 +396,7 @@ impl Frame {
 
     /// Decodes one message; DATA payloads are copied out of `msg`.
     pub fn decode(msg: &[u8]) -> Result<Frame, FrameError> {
-        decode_with(msg, |payload| Bytes::copy_from_slice(payload))
+        decode_with(msg, Bytes::copy_from_slice)
     }
 
     /// Decodes one message; DATA payloads share `msg`'s buffer instead of being copied.

@@ -710,7 +710,7 @@ impl Tunnel {
             return Err(TunnelError::Violation("OPEN sent to the client".into()));
         }
         let raw = id.get();
-        if raw % 2 == 0 || raw <= self.highest_peer_id {
+        if raw.is_multiple_of(2) || raw <= self.highest_peer_id {
             return Err(TunnelError::Violation(format!(
                 "OPEN for stream {raw}, not an odd id above {}",
                 self.highest_peer_id
