@@ -11,8 +11,8 @@
 //!   application's worker pool;
 //! - a **monitor** task (on the caller's tokio runtime) that turns the driver's callbacks into
 //!   [`PeerEvent`]s and closes the connection when the session is closed or dropped;
-//! - once the tunnel's data channel exists, a **pump** task that reads the channel's events and
-//!   feeds the [`MessageSource`] through a bounded queue.
+//! - until the tunnel's data channel opens, a task waiting for it; the open channel is then
+//!   read by the [`MessageSource`] itself, with no task in between.
 //!
 //! # Backpressure
 //!
@@ -22,9 +22,9 @@
 //! raises whenever SCTP releases acknowledged bytes, so it never spins. (Pacing on
 //! `OnBufferedAmountLow` instead would tie sending to reading: that event arrives on the same
 //! per-channel event stream as the messages, so a sender could wait on a reader that waits on
-//! it.) On the receiving side a slow [`MessageSource`] fills the pump's queue, the pump stops
-//! reading, the driver keeps the messages in SCTP's reassembly queue, and the advertised
-//! receive window closes: backpressure reaches the remote sender.
+//! it.) On the receiving side a slow [`MessageSource`] leaves messages in the channel's event
+//! queue (256 events); once that is full the driver keeps them in SCTP's reassembly queue and
+//! the advertised receive window closes: backpressure reaches the remote sender.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,8 +43,8 @@ use tracing::{debug, info, warn};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidate, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
-    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCIceCandidate, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::runtime::{
@@ -67,9 +67,10 @@ pub struct WebrtcOptions {
     /// them at `net.core.rmem_max` / `wmem_max`; the defaults (~200 KiB) drop datagrams under
     /// bursts, which SCTP then retransmits slowly.
     pub udp_buffer_bytes: usize,
-    /// Threads of webrtc-rs' dedicated reactor pool, which runs every connection's driver.
-    /// `0` runs drivers on the caller's tokio runtime instead. The pool is process-wide and
-    /// sized by the first connection that uses it.
+    /// Threads of webrtc-rs' dedicated reactor pool, which runs every connection's driver
+    /// (connections are spread over it round-robin; a thread starts when first used). `0`
+    /// runs drivers on the caller's tokio runtime instead, where throughput is lower and
+    /// erratic. The pool is process-wide and sized by the first connection that uses it.
     pub reactor_threads: usize,
     /// Sends wait while this many bytes are outstanding on the channel.
     pub send_high_water: usize,
@@ -79,8 +80,6 @@ pub struct WebrtcOptions {
     /// Largest data-channel message, in bytes, announced in the SDP (`a=max-message-size`).
     /// webrtc-rs caps it at 256 KiB; the sender is bound by the smaller of both sides' values.
     pub max_message_size: u32,
-    /// Received messages queued for the [`MessageSource`] before the pump stops reading.
-    pub recv_queue_messages: usize,
     /// Whether to resolve the peer's mDNS (`.local`) host candidates, as browsers send them.
     /// This binds the shared mDNS port 5353; off by default.
     pub mdns_query: bool,
@@ -91,11 +90,10 @@ impl Default for WebrtcOptions {
         Self {
             bind_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             udp_buffer_bytes: 8 * 1024 * 1024,
-            reactor_threads: 1,
+            reactor_threads: 2,
             send_high_water: 1024 * 1024,
             sctp_receive_window: 4 * 1024 * 1024,
             max_message_size: 256 * 1024,
-            recv_queue_messages: 256,
             mdns_query: false,
         }
     }
@@ -142,7 +140,13 @@ impl WebrtcStack {
                 IceTransportPolicy::Relay => RTCIceTransportPolicy::Relay,
             })
             .build();
-        let settings = SettingEngineBuilder::new()
+        let mut settings = SettingEngineBuilder::new();
+        if config.ice_transport_policy == IceTransportPolicy::Relay {
+            // Only relay pairs exist, so webrtc-rs' default 2 s wait for something better
+            // than a relay before nominating one is pure delay.
+            settings = settings.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
+        let settings = settings
             .with_multicast_dns_mode(if opts.mdns_query {
                 rtc::ice::mdns::MulticastDnsMode::QueryOnly
             } else {
@@ -202,7 +206,7 @@ impl PeerStack for WebrtcStack {
         .await;
         match prepared {
             Ok((dc, sdp)) => {
-                let session = WebrtcSession::start(pc, signals, &self.options, Some(dc), false);
+                let session = WebrtcSession::start(pc, signals, Some(dc), false);
                 Ok((Box::new(session), sdp))
             }
             Err(e) => {
@@ -237,7 +241,7 @@ impl PeerStack for WebrtcStack {
         .await;
         match prepared {
             Ok(sdp) => {
-                let session = WebrtcSession::start(pc, signals, &self.options, None, true);
+                let session = WebrtcSession::start(pc, signals, None, true);
                 Ok((Box::new(session), sdp))
             }
             Err(e) => {
@@ -479,7 +483,6 @@ impl WebrtcSession {
     fn start(
         pc: Arc<dyn PeerConnection>,
         signals: mpsc::UnboundedReceiver<Signal>,
-        options: &WebrtcOptions,
         own_channel: Option<Arc<dyn DataChannel>>,
         remote_description_set: bool,
     ) -> Self {
@@ -487,11 +490,10 @@ impl WebrtcSession {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (channel_tx, channel_rx) = oneshot::channel();
-        let queue = options.recv_queue_messages.max(1);
         let (pump_stop_tx, pump_stop_rx) = tokio::sync::watch::channel(false);
         let channel_slot = match own_channel {
             Some(dc) => {
-                tokio::spawn(pump(dc, channel_tx, queue, pump_stop_rx.clone()));
+                tokio::spawn(open(dc, channel_tx, pump_stop_rx.clone()));
                 None
             }
             None => Some(channel_tx),
@@ -502,7 +504,6 @@ impl WebrtcSession {
                 events: events_tx,
                 path: path.clone(),
                 channel_slot,
-                queue,
                 pump_stop: pump_stop_tx,
                 pump_stop_rx,
                 mid: None,
@@ -533,7 +534,9 @@ impl PeerSession for WebrtcSession {
             .map_err(|e| PeerError::BadSdp(e.to_string()))?;
         let mut remote = self.remote.lock().await;
         if remote.description_set {
-            return Err(PeerError::BadSdp("the remote description is already set".into()));
+            return Err(PeerError::BadSdp(
+                "the remote description is already set".into(),
+            ));
         }
         self.pc
             .set_remote_description(answer)
@@ -553,6 +556,11 @@ impl PeerSession for WebrtcSession {
             // End of candidates: webrtc-rs has nothing to do with it.
             return Ok(());
         }
+        // Checked now, so a bad candidate is refused even while it would only be queued.
+        let line = candidate.candidate.trim();
+        let line = line.strip_prefix("candidate:").unwrap_or(line);
+        rtc::ice::candidate::unmarshal_candidate(line)
+            .map_err(|e| PeerError::BadCandidate(e.to_string()))?;
         let candidate = to_rtc_candidate(candidate);
         let mut remote = self.remote.lock().await;
         if !remote.description_set {
@@ -609,7 +617,6 @@ struct Monitor {
     path: Arc<StdMutex<PathKind>>,
     /// The answerer's way to hand over the data channel the offerer opens.
     channel_slot: Option<oneshot::Sender<MessageChannel>>,
-    queue: usize,
     pump_stop: tokio::sync::watch::Sender<bool>,
     pump_stop_rx: tokio::sync::watch::Receiver<bool>,
     mid: Option<String>,
@@ -666,7 +673,7 @@ impl Monitor {
                     let label = dc.label().await.unwrap_or_default();
                     match self.channel_slot.take() {
                         Some(slot) if label == DATA_CHANNEL_LABEL => {
-                            tokio::spawn(pump(dc, slot, self.queue, self.pump_stop_rx.clone()));
+                            tokio::spawn(open(dc, slot, self.pump_stop_rx.clone()));
                         }
                         slot => {
                             self.channel_slot = slot;
@@ -713,68 +720,61 @@ async fn selected_path(pc: &dyn PeerConnection) -> PathKind {
 // Data channel.
 // ---------------------------------------------------------------------------------------------
 
-/// State the pump shares with the sink.
+/// Whether the channel is known to be closed, shared by its two halves.
 struct ChannelState {
     closed: AtomicBool,
     closed_notify: Notify,
 }
 
-/// Reads the channel's events: hands the channel over once open, then queues its messages
-/// for the source. Ends when the channel or the connection closes.
-async fn pump(
+impl ChannelState {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closed_notify.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Waits for the channel to open, then hands it over as a [`MessageChannel`]. Ends early
+/// (dropping `ready`, which fails [`PeerSession::data_channel`]) when the channel or the
+/// connection closes first.
+async fn open(
     dc: Arc<dyn DataChannel>,
-    ready: oneshot::Sender<MessageChannel>,
-    queue: usize,
+    mut ready: oneshot::Sender<MessageChannel>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let state = Arc::new(ChannelState {
-        closed: AtomicBool::new(false),
-        closed_notify: Notify::new(),
-    });
-    let (tx, rx) = mpsc::channel::<Bytes>(queue);
-    let mut ready = Some((ready, rx));
-    let mut tx = Some(tx);
     loop {
         let event = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopped| *stopped) => break,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = ready.closed() => return,
             event = dc.poll() => event,
         };
         match event {
-            None | Some(DataChannelEvent::OnClose) => break,
-            Some(DataChannelEvent::OnOpen) => {
-                if let Some((ready, rx)) = ready.take() {
-                    let channel = MessageChannel {
-                        sink: Box::new(WebrtcSink {
-                            dc: dc.clone(),
-                            state: state.clone(),
-                        }),
-                        source: Box::new(WebrtcSource { rx }),
-                    };
-                    if ready.send(channel).is_err() {
-                        // The session is gone.
-                        break;
-                    }
-                }
-            }
-            Some(DataChannelEvent::OnMessage(msg)) => {
-                let Some(sender) = &tx else { continue };
-                let sent = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stopped| *stopped) => break,
-                    sent = sender.send(msg.data.freeze()) => sent,
-                };
-                if sent.is_err() {
-                    // The source was dropped: keep reading so the driver is not held up.
-                    tx = None;
-                }
+            None | Some(DataChannelEvent::OnClose) => return,
+            Some(DataChannelEvent::OnOpen) => break,
+            Some(DataChannelEvent::OnMessage(_)) => {
+                // webrtc-rs delivers the open first; nothing can be sent before it.
+                warn!("dropping a message received before the channel opened");
             }
             Some(_) => {}
         }
     }
-    state.closed.store(true, Ordering::Release);
-    state.closed_notify.notify_waiters();
-    // Dropping `tx` ends the source once it has read what was queued.
+    let state = Arc::new(ChannelState {
+        closed: AtomicBool::new(false),
+        closed_notify: Notify::new(),
+    });
+    let channel = MessageChannel {
+        sink: Box::new(WebrtcSink {
+            dc: dc.clone(),
+            state: state.clone(),
+        }),
+        source: Box::new(WebrtcSource { dc, state }),
+    };
+    // Fails only if the session is gone; dropping the channel then is all there is to do.
+    let _ = ready.send(channel);
 }
 
 struct WebrtcSink {
@@ -785,24 +785,22 @@ struct WebrtcSink {
 #[async_trait]
 impl MessageSink for WebrtcSink {
     async fn send(&mut self, msg: Bytes) -> Result<(), ChannelClosed> {
-        if self.state.closed.load(Ordering::Acquire) {
+        let closed = self.state.closed_notify.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.state.is_closed() {
             return Err(ChannelClosed);
         }
         let data = msg
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let closed = self.state.closed_notify.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        if self.state.closed.load(Ordering::Acquire) {
-            return Err(ChannelClosed);
-        }
-        // `send` parks while the channel is over its send-buffer limit; it fails once the
-        // channel or connection is closed. The notification covers a channel closed by the
-        // peer while this waits.
+        // `send` parks while the channel is over its send-buffer limit, woken by the driver
+        // as SCTP releases acknowledged bytes; it fails once the channel or the connection is
+        // closed. The notification cuts the wait short when the source sees the close first.
         tokio::select! {
             result = self.dc.send(data) => result.map_err(|e| {
                 debug!(error = %e, "data channel send failed");
+                self.state.close();
                 ChannelClosed
             }),
             _ = closed => Err(ChannelClosed),
@@ -810,18 +808,32 @@ impl MessageSink for WebrtcSink {
     }
 
     async fn close(&mut self) {
+        self.state.close();
         let _ = self.dc.close().await;
     }
 }
 
+/// Reads the channel's events directly: a slow reader leaves them with the driver, which
+/// then stops draining SCTP, and the shrinking receive window throttles the peer.
 struct WebrtcSource {
-    rx: mpsc::Receiver<Bytes>,
+    dc: Arc<dyn DataChannel>,
+    state: Arc<ChannelState>,
 }
 
 #[async_trait]
 impl MessageSource for WebrtcSource {
     async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        loop {
+            // Cancel-safe: an event is only taken from the queue when `poll` completes.
+            match self.dc.poll().await {
+                Some(DataChannelEvent::OnMessage(msg)) => return Some(msg.data.freeze()),
+                None | Some(DataChannelEvent::OnClose) => {
+                    self.state.close();
+                    return None;
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 

@@ -23,8 +23,7 @@ fn stack() -> WebrtcStack {
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -44,7 +43,10 @@ struct Pair {
 fn trickle(
     from: Arc<dyn PeerSession>,
     to: Arc<dyn PeerSession>,
-) -> (mpsc::UnboundedReceiver<PeerEvent>, tokio::task::JoinHandle<()>) {
+) -> (
+    mpsc::UnboundedReceiver<PeerEvent>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Some(event) = from.next_event().await {
@@ -94,7 +96,10 @@ async fn connect(client_config: PeerConfig, agent_config: PeerConfig) -> Pair {
 }
 
 async fn connected(events: &mut mpsc::UnboundedReceiver<PeerEvent>) -> PathKind {
-    match timeout(STEP, events.recv()).await.expect("connected in time") {
+    match timeout(STEP, events.recv())
+        .await
+        .expect("connected in time")
+    {
         Some(PeerEvent::Connected(path)) => path,
         other => panic!("expected Connected, got {other:?}"),
     }
@@ -145,7 +150,11 @@ fn messages(total: usize) -> impl Iterator<Item = Bytes> {
 }
 
 /// Sends `total` bytes from `from` to `to` and checks they arrive whole and in order.
-async fn transfer(mut sink: Box<dyn MessageSink>, mut source: Box<dyn MessageSource>, total: usize) {
+async fn transfer(
+    mut sink: Box<dyn MessageSink>,
+    mut source: Box<dyn MessageSource>,
+    total: usize,
+) {
     let sender = tokio::spawn(async move {
         let mut hash = Sha1::new();
         let mut count = 0u64;
@@ -211,7 +220,12 @@ async fn direct_transfer_of_20_mb_arrives_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sdp_is_an_error() {
     init_tracing();
-    for sdp in ["", "not sdp at all", "v=0\r\n", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"] {
+    for sdp in [
+        "",
+        "not sdp at all",
+        "v=0\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+    ] {
         let result = timeout(STEP, stack().answer(PeerConfig::default(), sdp))
             .await
             .expect("answer in time");
@@ -226,8 +240,25 @@ async fn bad_sdp_is_an_error() {
         .await
         .expect("offer in time")
         .expect("offer");
+    // A bad candidate is refused even before the answer, when it would only be queued.
+    let bad = burrow_proto::signal::IceCandidate {
+        candidate: "candidate:what is this".into(),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: None,
+    };
+    match timeout(STEP, client.add_remote_candidate(bad))
+        .await
+        .expect("in time")
+    {
+        Err(PeerError::BadCandidate(_)) => {}
+        other => panic!("expected BadCandidate, got {other:?}"),
+    }
     for sdp in ["", "garbage"] {
-        match timeout(STEP, client.set_answer(sdp)).await.expect("in time") {
+        match timeout(STEP, client.set_answer(sdp))
+            .await
+            .expect("in time")
+        {
             Err(PeerError::BadSdp(_)) => {}
             other => panic!("{sdp:?}: expected BadSdp, got {other:?}"),
         }
@@ -385,22 +416,49 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Allocates relay sockets on 127.0.0.1, like turn's `RelayAddressGeneratorStatic` with
+/// `relay_address` 127.0.0.1, but with large socket buffers: with the kernel's default
+/// (~200 KiB) the relay drops datagrams under load and throughput collapses to ~1 MB/s.
+struct LoopbackRelay;
+
+#[async_trait::async_trait]
+impl turn::relay::RelayAddressGenerator for LoopbackRelay {
+    fn validate(&self) -> Result<(), turn::Error> {
+        Ok(())
+    }
+
+    async fn allocate_conn(
+        &self,
+        _use_ipv4: bool,
+        requested_port: u16,
+    ) -> Result<(Arc<dyn webrtc_util::Conn + Send + Sync>, SocketAddr), turn::Error> {
+        let socket =
+            big_buffers(tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, requested_port)).await?);
+        let addr = socket.local_addr()?;
+        Ok((Arc::new(socket), addr))
+    }
+}
+
+fn big_buffers(socket: tokio::net::UdpSocket) -> tokio::net::UdpSocket {
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(8 << 20);
+    let _ = sock.set_send_buffer_size(8 << 20);
+    socket
+}
+
 async fn turn_server(secret: &[u8]) -> (turn::server::Server, SocketAddr) {
-    use turn::relay::relay_static::RelayAddressGeneratorStatic;
     use turn::server::config::{ConnConfig, ServerConfig};
 
-    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind TURN socket");
+    let socket = big_buffers(
+        tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind TURN socket"),
+    );
     let addr = socket.local_addr().expect("TURN address");
     let server = turn::server::Server::new(ServerConfig {
         conn_configs: vec![ConnConfig {
             conn: Arc::new(socket),
-            relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                relay_address: Ipv4Addr::LOCALHOST.into(),
-                address: "127.0.0.1".to_owned(),
-                net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
-            }),
+            relay_addr_generator: Box::new(LoopbackRelay),
         }],
         realm: "burrow.test".to_owned(),
         auth_handler: Arc::new(RestAuth {
