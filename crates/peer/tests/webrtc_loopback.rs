@@ -218,6 +218,62 @@ async fn direct_transfer_of_20_mb_arrives_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_stalls_the_sender() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    init_tracing();
+    const TOTAL: usize = 64 * 1024 * 1024;
+    const MSG: usize = 64 * 1024;
+    let mut pair = connect(PeerConfig::default(), PeerConfig::default()).await;
+    connected(&mut pair.client_events).await;
+    let (client, agent) = channels(&pair).await;
+    let mut sink = client.sink;
+    let mut source = agent.source;
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sent = progress.clone();
+    let sender = tokio::spawn(async move {
+        let msg = Bytes::from(vec![7u8; MSG]);
+        for _ in 0..TOTAL / MSG {
+            sink.send(msg.clone()).await.expect("send");
+            sent.fetch_add(MSG, Ordering::Relaxed);
+        }
+        sink
+    });
+
+    // Nobody reads: the sender must stall well before TOTAL.
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = progress.load(Ordering::Relaxed);
+        assert!(now < TOTAL, "the sender never waited for the reader");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    tracing::info!(buffered = last, "sender stalled");
+
+    // Reading resumes the sender, and every byte arrives.
+    let mut got = 0;
+    while got < TOTAL {
+        let msg = timeout(STEP, source.recv())
+            .await
+            .expect("a message in time")
+            .expect("channel open");
+        assert!(msg.iter().all(|b| *b == 7));
+        got += msg.len();
+    }
+    assert_eq!(got, TOTAL);
+    timeout(STEP, sender)
+        .await
+        .expect("sender done in time")
+        .expect("sender task");
+    pair.client.close().await;
+    pair.agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sdp_is_an_error() {
     init_tracing();
     for sdp in [
