@@ -1,6 +1,6 @@
 //! `burrow-agent`: runs in a workspace, connects out to burrowd and serves tunnels.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let stack = WebrtcStack::new(args.udp_bind).context("starting the WebRTC stack")?;
+    let stack = WebrtcStack::new().with_bind_addr(SocketAddr::new(args.udp_bind, 0));
     let config = AgentConfig {
         url: args.url,
         token: args.token,

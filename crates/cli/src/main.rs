@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn open(endpoint: &Endpoint, workspace: &str, net: &NetArgs) -> anyhow::Result<Connection> {
-    let stack = WebrtcStack::new(net.udp_bind).context("starting the WebRTC stack")?;
+    let stack = WebrtcStack::new().with_bind_addr(SocketAddr::new(net.udp_bind, 0));
     session::connect(endpoint, workspace, net.force_relay, &stack).await
 }
 

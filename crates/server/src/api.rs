@@ -181,9 +181,17 @@ pub fn now_ms() -> i64 {
     i64::try_from(unix_now().as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The dashboard: one static page that talks to the API with the user's token.
+const DASHBOARD_HTML: &str = include_str!("../../../web/index.html");
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD_HTML)
+}
+
 /// The router of burrowd's HTTP API.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(healthz))
         .route("/api/v1/workspaces", get(list_workspaces))
         .route(

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod api;
 pub mod broker;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod relay;
 pub mod secret;

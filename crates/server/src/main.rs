@@ -28,6 +28,22 @@ enum Command {
     Serve(ServeArgs),
     /// Manage users and workspaces, read the audit log.
     Admin(AdminArgs),
+    /// Run everything on this host: burrowd with its embedded relay, a demo user and
+    /// workspace, an agent and a sample app.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// UDP address of the embedded relay.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    relay_listen: SocketAddr,
+    /// Data directory (default: a temporary one, removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,7 +149,7 @@ enum WorkspaceCommand {
 }
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,turn=warn"));
     // Logs go to stderr: stdout carries the tokens admin commands print.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -160,6 +176,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Admin(args) => admin(args).await,
+        Command::Demo(args) => {
+            let config = burrow_server::demo::DemoConfig {
+                listen: args.listen,
+                relay_listen: args.relay_listen,
+                data_dir: args.data_dir,
+            };
+            burrow_server::demo::run(config, shutdown_signal()).await
+        }
     }
 }
 

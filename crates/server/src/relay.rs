@@ -135,8 +135,7 @@ impl Relay {
             }
             None => config.listen.ip(),
         };
-        let socket = UdpSocket::bind(config.listen)
-            .await
+        let socket = bind_udp(config.listen)
             .map_err(|source| RelayError::Bind {
                 addr: config.listen,
                 source,
@@ -321,8 +320,7 @@ impl RelayAddressGenerator for FilteringRelayGenerator {
         _use_ipv4: bool,
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
-        let socket = UdpSocket::bind(SocketAddr::new(self.bind_ip, requested_port))
-            .await
+        let socket = bind_udp(SocketAddr::new(self.bind_ip, requested_port))
             .map_err(|e| turn::Error::Other(format!("binding a relay socket: {e}")))?;
         let mut relay_addr = socket
             .local_addr()
@@ -470,6 +468,26 @@ impl AuthHandler for SecretAuthHandler {
             }
         }
     }
+}
+
+/// Socket buffer size asked for on every relay socket. With the kernel default (about
+/// 200 KiB) bursts of a data channel overflow it, SCTP sees loss and relayed throughput falls
+/// by an order of magnitude; the kernel caps the request at `net.core.rmem_max`.
+const RELAY_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Binds a non-blocking UDP socket with large buffers, for the tokio runtime.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer still works, only slower under load.
+    let _ = socket.set_recv_buffer_size(RELAY_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(RELAY_SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 #[cfg(test)]
