@@ -188,7 +188,14 @@ fn forced_relay_through_coturn_carries_ssh() -> anyhow::Result<()> {
         .ssh_cmd(&["-p", &fwd.port.to_string()])
         .arg("echo via-coturn")
         .output()?;
-    assert_success(&out, "ssh via coturn");
+    assert_success(
+        &out,
+        &format!(
+            "ssh via coturn\nforward log:\n{}\nagent log:\n{}",
+            fwd.proc.log_tail(),
+            w.agent.log_tail()
+        ),
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "via-coturn");
     Ok(())
 }
