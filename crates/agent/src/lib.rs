@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use burrow_peer::stack::{PeerConfig, PeerEvent, PeerSession, PeerStack};
 use burrow_peer::tunnel::{self, StreamRecord, TunnelConfig};
 use burrow_proto::signal::{
-    AGENT_CONNECT_PATH, AgentToServer, ApiError, ErrorCode, IceCandidate, PathKind,
-    SIGNAL_VERSION, ServerToAgent, SessionId, StreamReport,
+    AGENT_CONNECT_PATH, AgentToServer, ApiError, ErrorCode, IceCandidate, PathKind, SIGNAL_VERSION,
+    ServerToAgent, SessionId, StreamReport,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -138,7 +138,8 @@ impl Agent {
                 // The connection had been healthy for a while: start over quickly.
                 backoff = Duration::from_millis(250);
             }
-            let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
+            let jitter =
+                Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
             tokio::time::sleep(backoff + jitter).await;
             backoff = (backoff * 2).min(self.shared.config.max_backoff);
         }
@@ -153,7 +154,9 @@ impl Agent {
                 url: url.to_owned(),
                 reason: "the token has characters not allowed in a header".into(),
             })?;
-        request.headers_mut().insert(http::header::AUTHORIZATION, auth);
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, auth);
         let ws_config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_SIGNAL_MESSAGE))
             .max_frame_size(Some(MAX_SIGNAL_MESSAGE));
@@ -200,13 +203,20 @@ impl Agent {
                 )));
             }
             Some(Err(e)) => return Err(ConnectionError::Transient(e.to_string())),
-            None => return Err(ConnectionError::Transient("closed before registering".into())),
+            None => {
+                return Err(ConnectionError::Transient(
+                    "closed before registering".into(),
+                ));
+            }
         }
 
         // Signaling queued while disconnected belongs to sessions burrowd has forgotten;
         // only the stream reports are worth sending again.
         while self.outbox_rx.try_recv().is_ok() {}
-        let pending: Vec<StreamReport> = lock(&self.shared.pending_reports).values().cloned().collect();
+        let pending: Vec<StreamReport> = lock(&self.shared.pending_reports)
+            .values()
+            .cloned()
+            .collect();
         for report in pending {
             send_json(&mut ws, &AgentToServer::StreamReport(report)).await?;
         }

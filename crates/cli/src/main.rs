@@ -131,7 +131,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let endpoint = endpoint(cli.url, cli.token)?;
             let (local, remote) = parse_ports(&ports)?;
-            port_forward(endpoint, workspace, SocketAddr::new(bind, local), remote, net).await
+            port_forward(
+                endpoint,
+                workspace,
+                SocketAddr::new(bind, local),
+                remote,
+                net,
+            )
+            .await
         }
         Command::Stdio {
             workspace,
@@ -187,8 +194,7 @@ async fn port_forward(
         let workspace = workspace.clone();
         let net = net.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                forward_one(socket, &current, &endpoint, &workspace, remote, &net).await
+            if let Err(e) = forward_one(socket, &current, &endpoint, &workspace, remote, &net).await
             {
                 warn!(%peer, error = format!("{e:#}"), "forwarded connection failed");
             }

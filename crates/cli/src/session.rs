@@ -8,8 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use burrow_peer::stack::{PeerConfig, PeerEvent, PeerSession, PeerStack};
 use burrow_peer::tunnel::{self, ClientTunnel, TunnelConfig};
 use burrow_proto::signal::{
-    ApiError, ClientToServer, PathKind, ServerToClient, SessionGrant, SessionRequest,
-    sessions_path,
+    ApiError, ClientToServer, PathKind, ServerToClient, SessionGrant, SessionRequest, sessions_path,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -180,7 +179,9 @@ async fn request_session(
             Ok(e) => anyhow!(e),
             Err(_) => anyhow!("HTTP {status}: {body}"),
         })
-        .context(format!("burrowd refused a session for workspace {workspace}"));
+        .context(format!(
+            "burrowd refused a session for workspace {workspace}"
+        ));
     }
     response
         .json::<SessionGrant>()

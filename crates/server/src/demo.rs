@@ -69,7 +69,10 @@ pub async fn run(
     let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the sample app")?;
-    let app_port = app_listener.local_addr().context("sample app address")?.port();
+    let app_port = app_listener
+        .local_addr()
+        .context("sample app address")?
+        .port();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(app_listener, sample_app()).await {
             tracing::error!(error = %e, "sample app stopped");

@@ -135,11 +135,10 @@ impl Relay {
             }
             None => config.listen.ip(),
         };
-        let socket = bind_udp(config.listen)
-            .map_err(|source| RelayError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let socket = bind_udp(config.listen).map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = socket.local_addr().map_err(|source| RelayError::Bind {
             addr: config.listen,
             source,
