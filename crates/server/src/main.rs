@@ -149,7 +149,8 @@ enum WorkspaceCommand {
 }
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,turn=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,turn=warn"));
     // Logs go to stderr: stdout carries the tokens admin commands print.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
