@@ -27,7 +27,14 @@ fn proto_depends_on_no_runtime_socket_or_browser_crate() {
     );
     let tree = String::from_utf8_lossy(&out.stdout);
     let forbidden = [
-        "tokio", "mio", "async-std", "smol", "web-sys", "js-sys", "wasm-bindgen", "socket2",
+        "tokio",
+        "mio",
+        "async-std",
+        "smol",
+        "web-sys",
+        "js-sys",
+        "wasm-bindgen",
+        "socket2",
         "webrtc",
     ];
     for line in tree.lines() {
