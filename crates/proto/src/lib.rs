@@ -9,11 +9,15 @@
 //!   stalling the others and bounds the memory each stream may hold.
 //! - [`signal`]: the JSON messages exchanged with burrowd's signaling broker.
 //! - [`turn_auth`]: TURN REST credentials (coturn's `use-auth-secret` scheme).
+//! - [`http1`] and [`websocket`]: the HTTP/1.1 and WebSocket (RFC 6455) client codecs the
+//!   browser client speaks to workspace apps over tunnelled streams.
 //!
 //! Time comes in as arguments (milliseconds from a clock the caller owns) and bytes come
 //! in and go out as buffers: the caller moves them between sockets or browser APIs.
 
 pub mod frame;
+pub mod http1;
 pub mod signal;
 pub mod tunnel;
 pub mod turn_auth;
+pub mod websocket;
