@@ -349,7 +349,7 @@ impl Shared {
         let serve_task = {
             let peer = Arc::clone(&peer);
             let allowed: HashSet<u16> = self.config.allowed_ports.iter().copied().collect();
-            let tunnel_config = self.config.tunnel.clone();
+            let tunnel_config = self.config.tunnel;
             let dial_host = self.config.dial_host;
             let session = session_id.clone();
             tokio::spawn(async move {

@@ -90,10 +90,10 @@ impl Proc {
 
     /// Whether it has exited on its own.
     pub fn exited(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(Some(_))) | None => true,
-            _ => false,
-        }
+        matches!(
+            self.child.as_mut().map(Child::try_wait),
+            Some(Ok(Some(_))) | None
+        )
     }
 
     /// Waits up to `timeout` until `needle` appears in the log.
@@ -395,10 +395,11 @@ pub fn listening_sockets(pid: u32) -> anyhow::Result<Vec<u64>> {
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             // st == 0A is LISTEN; column 9 is the inode.
-            if cols.len() > 9 && cols[3] == "0A" {
-                if let Ok(inode) = cols[9].parse::<u64>() {
-                    listening_inodes.push(inode);
-                }
+            if cols.len() > 9
+                && cols[3] == "0A"
+                && let Ok(inode) = cols[9].parse::<u64>()
+            {
+                listening_inodes.push(inode);
             }
         }
     }
@@ -406,12 +407,11 @@ pub fn listening_sockets(pid: u32) -> anyhow::Result<Vec<u64>> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
         if let Ok(target) = std::fs::read_link(entry.path()) {
             let t = target.to_string_lossy();
-            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-                if let Ok(inode) = inode.parse::<u64>() {
-                    if listening_inodes.contains(&inode) {
-                        held.push(inode);
-                    }
-                }
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'))
+                && let Ok(inode) = inode.parse::<u64>()
+                && listening_inodes.contains(&inode)
+            {
+                held.push(inode);
             }
         }
     }
