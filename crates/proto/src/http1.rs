@@ -716,7 +716,9 @@ enum Framing {
 fn body_framing(version: Version, headers: &HeaderMap) -> Result<Framing, DecodeError> {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
-            return Err(DecodeError::InvalidTransferEncoding("in an HTTP/1.0 response"));
+            return Err(DecodeError::InvalidTransferEncoding(
+                "in an HTTP/1.0 response",
+            ));
         }
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(DecodeError::ConflictingFraming);
@@ -728,7 +730,9 @@ fn body_framing(version: Version, headers: &HeaderMap) -> Result<Framing, Decode
             1 if codings.last().is_some_and(|c| chunked(c)) => Ok(Framing::Chunked),
             // chunked before another coding: the body ends with the connection.
             1 => Ok(Framing::UntilEof),
-            _ => Err(DecodeError::InvalidTransferEncoding("chunked more than once")),
+            _ => Err(DecodeError::InvalidTransferEncoding(
+                "chunked more than once",
+            )),
         };
     }
     let mut length = None;
@@ -772,7 +776,10 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
             .ok_or(DecodeError::InvalidChunkSize)
     })?;
     let rest = &line[digits..];
-    let rest = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     let ext_ok = rest.is_empty()
         || (rest[0] == b';' && rest.iter().all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f)));
     if !ext_ok {
@@ -814,9 +821,7 @@ fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
 }
 
 /// The non-empty items of a comma-separated header list, trimmed.
-fn list_items<'a>(
-    values: header::GetAll<'a, HeaderValue>,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn list_items<'a>(values: header::GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a [u8]> + 'a {
     values
         .into_iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
@@ -825,8 +830,16 @@ fn list_items<'a>(
 }
 
 fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    let end = bytes.len() - bytes.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let start = bytes
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let end = bytes.len()
+        - bytes
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
     bytes.get(start..end).unwrap_or_default()
 }
 

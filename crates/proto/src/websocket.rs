@@ -154,7 +154,10 @@ impl Handshake {
         let h = &mut parts.headers;
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         // Base64 and tokens are always valid header values; the `Err` arms cannot happen.
         let key = HeaderValue::from_str(&self.key)
             .map_err(|_| HandshakeError::InvalidProtocol(self.key.clone()))?;
@@ -194,8 +197,7 @@ impl Handshake {
             (Some(v), None) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
             _ => return Err(HandshakeError::WrongAccept),
         }
-        if h
-            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        if h.get_all(header::SEC_WEBSOCKET_EXTENSIONS)
             .iter()
             .any(|v| !v.as_bytes().trim_ascii().is_empty())
         {
@@ -222,9 +224,8 @@ impl Handshake {
 /// Whether `s` is an HTTP token (RFC 9110 section 5.6.2), as subprotocol names must be.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_graphic() && !b"\"(),/:;<=>?@[\\]{}".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"(),/:;<=>?@[\\]{}".contains(&b))
 }
 
 /// A frame's opcode.
@@ -686,7 +687,8 @@ impl WebSocket {
         if b0 & 0x70 != 0 {
             return Err(ProtocolError::ReservedBits(b0 & 0x70));
         }
-        let opcode = Opcode::from_bits(b0 & 0x0f).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0f))?;
+        let opcode =
+            Opcode::from_bits(b0 & 0x0f).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0f))?;
         if b1 & 0x80 != 0 {
             return Err(ProtocolError::MaskedFrame);
         }

@@ -2,8 +2,7 @@
 //! split, framing edge cases, limits and garbage.
 
 use burrow_proto::http1::{
-    BodyFraming, DecodeError, EncodeError, Limits, ResponseDecoder, ResponseEvent,
-    encode_request,
+    BodyFraming, DecodeError, EncodeError, Limits, ResponseDecoder, ResponseEvent, encode_request,
 };
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, Request, header};
@@ -71,7 +70,8 @@ fn chunked_request_golden_bytes() {
     let mut buf = BytesMut::new();
     let mut body = encode_request(&parts, BodyFraming::Chunked, &mut buf).expect("encodes");
     body.data(b"hello world, ", &mut buf).expect("chunk");
-    body.data(b"", &mut buf).expect("empty data is not the last chunk");
+    body.data(b"", &mut buf)
+        .expect("empty data is not the last chunk");
     body.data(&[b'x'; 26], &mut buf).expect("chunk");
     body.finish(&mut buf).expect("last chunk");
     let mut expected = b"PUT / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n\
@@ -301,10 +301,7 @@ fn responses_split_at_every_byte_boundary_yield_the_same_events() {
             assert_eq!(split, whole, "cut at {cut}");
         }
         let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(
-            run_with(Limits::default(), &methods, &bytewise, eof),
-            whole
-        );
+        assert_eq!(run_with(Limits::default(), &methods, &bytewise, eof), whole);
     }
 }
 
@@ -458,7 +455,11 @@ fn connection_close_makes_the_connection_not_reusable() {
 
 #[test]
 fn http10_closes_unless_it_says_keep_alive() {
-    let close = run(&get(), b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+    let close = run(
+        &get(),
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+        false,
+    );
     assert_eq!(close.last(), Some(&Ev::End(false)));
     let keep = run(
         &get(),
@@ -597,7 +598,13 @@ fn oversize_heads_are_errors() {
     );
     // So is a trailer block.
     let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
-    chunked.extend(std::iter::repeat_n(b"X-T: 0123456789012345678901234567890123456789\r\n".as_slice(), 40).flatten());
+    chunked.extend(
+        std::iter::repeat_n(
+            b"X-T: 0123456789012345678901234567890123456789\r\n".as_slice(),
+            40,
+        )
+        .flatten(),
+    );
     assert_eq!(
         run_with(limits, &get(), &[&chunked], false).pop(),
         Some(Ev::Err(DecodeError::HeadTooLarge { limit: 1024 }))
@@ -680,9 +687,7 @@ fn invalid_content_lengths_are_errors() {
         Some(&Ev::End(true))
     );
     // The largest length is fine to announce.
-    assert!(
-        error_of(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n").is_none()
-    );
+    assert!(error_of(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n").is_none());
 }
 
 #[test]
@@ -753,7 +758,7 @@ fn random_and_mutated_responses_never_panic() {
             let alphabet = b"HTP/1.0 2\r\n:;chunkedContent-Length\x00\xff";
             (0..len)
                 .map(|_| {
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         alphabet[(rng.next() % alphabet.len() as u64) as usize]
                     } else {
                         rng.next() as u8
