@@ -206,6 +206,34 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Lets pages served from `origins` call the API from a browser (the Wasm client runs in
+/// pages that burrowd does not serve). No origins: the router is returned as it is, so
+/// browsers keep refusing cross-origin calls.
+///
+/// Only what the client needs is allowed: `GET`/`POST` with `Authorization` and
+/// `Content-Type`. WebSockets are not subject to CORS; their ticket is what guards them.
+pub fn with_cors(router: Router, origins: &[String]) -> Result<Router, crate::ServerError> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    if origins.is_empty() {
+        return Ok(router);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            header::HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| {
+                crate::ServerError::Config(format!("CORS origin {o:?} is not a valid header value"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(cors))
+}
+
 /// The peer address of the request, when served with connect info (not under `oneshot`).
 pub struct RemoteAddr(pub Option<SocketAddr>);
 
@@ -552,6 +580,58 @@ mod tests {
             .await
             .expect("response");
         assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    fn preflight(origin: &str) -> Request<Body> {
+        Request::options("/api/v1/workspaces/ws/sessions")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .expect("req")
+    }
+
+    #[tokio::test]
+    async fn cors_preflight_from_an_allowed_origin_is_allowed() {
+        let router = with_cors(app(state().await), &["http://127.0.0.1:8000/".into()])
+            .expect("valid origin");
+        let r = router
+            .oneshot(preflight("http://127.0.0.1:8000"))
+            .await
+            .expect("response");
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(
+            r.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(&header::HeaderValue::from_static("http://127.0.0.1:8000"))
+        );
+    }
+
+    #[tokio::test]
+    async fn cors_preflight_from_another_origin_gets_no_allow_header() {
+        let router =
+            with_cors(app(state().await), &["http://127.0.0.1:8000".into()]).expect("valid origin");
+        let r = router
+            .oneshot(preflight("http://evil.example"))
+            .await
+            .expect("response");
+        assert!(
+            r.headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
+        // Without the flag nothing is allowed at all.
+        let r = app(state().await)
+            .oneshot(preflight("http://127.0.0.1:8000"))
+            .await
+            .expect("response");
+        assert!(
+            r.headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
     }
 
     #[tokio::test]

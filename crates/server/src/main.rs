@@ -94,6 +94,10 @@ struct ServeArgs {
     /// STUN URL to hand out (repeatable); replaces the relay's own.
     #[arg(long = "stun-url")]
     stun_urls: Vec<String>,
+    /// Web origin allowed to call the API from a browser, e.g. http://127.0.0.1:8000
+    /// (repeatable; CORS). Needed only for pages burrowd does not serve itself.
+    #[arg(long = "cors-allow-origin")]
+    cors_allow_origins: Vec<String>,
     /// Lifetime of minted TURN credentials, in seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     turn_ttl_secs: u64,
@@ -214,6 +218,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             turn_ttl: Duration::from_secs(args.turn_ttl_secs),
             ..Timing::default()
         },
+        cors_allow_origins: args.cors_allow_origins,
     };
     let server = burrow_server::start(config)
         .await

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub stun_urls: Vec<String>,
     /// Ping, silence, ticket and TURN credential durations.
     pub timing: Timing,
+    /// Web origins (`http://127.0.0.1:8000`) whose pages may call the API from a browser
+    /// (CORS). Empty: only same-origin pages, such as the dashboard.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -82,6 +85,7 @@ impl ServerConfig {
             }),
             stun_urls: Vec::new(),
             timing: Timing::default(),
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -207,7 +211,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         source,
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::with_cors(api::app(state.clone()), &config.cors_allow_origins)?
+        .into_make_service_with_connect_info::<SocketAddr>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -1,0 +1,214 @@
+//! The browser client against a live burrowd and agent, in Chrome.
+//!
+//! `scripts/wasm-test.sh` starts everything on loopback and passes where it runs through
+//! compile-time environment variables (the tests run in a page, which has no environment).
+//! A missing variable fails the test: these suites never skip silently.
+#![cfg(target_arch = "wasm32")]
+
+use burrow_client::{ClientError, ConnectOptions, Tunnel, TunnelStream};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! setting {
+    ($name:literal) => {
+        option_env!($name).unwrap_or_else(|| {
+            panic!(concat!(
+                $name,
+                " was not set at build time: run the suites with scripts/wasm-test.sh"
+            ))
+        })
+    };
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new(
+        setting!("BURROW_TEST_URL"),
+        setting!("BURROW_TEST_TOKEN"),
+        setting!("BURROW_TEST_WORKSPACE"),
+    )
+}
+
+fn port(value: &str) -> u16 {
+    value.parse().expect("a port number")
+}
+
+fn echo_port() -> u16 {
+    port(setting!("BURROW_TEST_ECHO_PORT"))
+}
+
+async fn connect(opts: ConnectOptions) -> Tunnel {
+    match Tunnel::connect(opts).await {
+        Ok(t) => t,
+        Err(e) => panic!("connect failed: {e}"),
+    }
+}
+
+/// Writes `data` while reading the echo concurrently (the echo cannot be read after the
+/// whole write: credit would stall both directions), then half-closes and reads to EOF.
+async fn echo(stream: &TunnelStream, data: &[u8], chunk: usize) -> Vec<u8> {
+    let writer = async {
+        for piece in data.chunks(chunk) {
+            stream.write_all(piece).await.expect("write");
+        }
+        stream.finish().expect("closeWrite");
+    };
+    let reader = async {
+        let mut got = Vec::with_capacity(data.len());
+        while let Some(bytes) = stream.read_chunk().await.expect("read") {
+            got.extend_from_slice(&bytes);
+        }
+        got
+    };
+    let ((), got) = futures_join(writer, reader).await;
+    got
+}
+
+/// Both futures to completion, polled together.
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let std::task::Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let std::task::Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            std::task::Poll::Ready((ra.take().expect("a"), rb.take().expect("b")))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+#[wasm_bindgen_test]
+async fn echo_port_returns_exactly_the_bytes_written() {
+    let tunnel = connect(options()).await;
+    let stream = tunnel.open(echo_port()).await.expect("dial the echo port");
+    assert_eq!(stream.workspace_port(), echo_port());
+    let got = echo(&stream, b"hello from the browser\n", 1024).await;
+    assert_eq!(got, b"hello from the browser\n");
+    let stats = tunnel.stats().await.expect("stats");
+    assert_eq!(stats.bytes_sent, 23);
+    assert_eq!(stats.bytes_received, 23);
+    tunnel.close();
+    assert!(tunnel.is_closed());
+}
+
+#[wasm_bindgen_test]
+async fn four_megabytes_round_trip_with_exact_content() {
+    let tunnel = connect(options()).await;
+    let stream = tunnel.open(echo_port()).await.expect("dial the echo port");
+    // Not a repeating short pattern: a lost, duplicated or reordered chunk shows.
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let got = echo(&stream, &data, 300 * 1024).await;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echoed bytes differ from the bytes written");
+    tunnel.close();
+}
+
+#[wasm_bindgen_test]
+async fn default_connection_is_direct_on_loopback() {
+    let tunnel = connect(options()).await;
+    let stream = tunnel.open(echo_port()).await.expect("dial");
+    assert_eq!(echo(&stream, b"x", 1).await, b"x");
+    let stats = tunnel.stats().await.expect("stats");
+    assert_eq!(stats.path.to_string(), "direct");
+    tunnel.close();
+}
+
+#[wasm_bindgen_test]
+async fn forced_relay_connects_and_reports_the_relay_path() {
+    let mut opts = options();
+    opts.force_relay = true;
+    let tunnel = connect(opts).await;
+    let stream = tunnel
+        .open(echo_port())
+        .await
+        .expect("dial through the relay");
+    assert_eq!(echo(&stream, b"relayed", 1024).await, b"relayed");
+    let stats = tunnel.stats().await.expect("stats");
+    assert_eq!(stats.path.to_string(), "relay");
+    tunnel.close();
+}
+
+#[wasm_bindgen_test]
+async fn ping_returns_a_positive_round_trip() {
+    let tunnel = connect(options()).await;
+    let rtt = tunnel.ping_ms().await.expect("ping");
+    assert!(rtt > 0.0 && rtt < 5_000.0, "rtt {rtt} ms");
+    let stats = tunnel.stats().await.expect("stats");
+    assert_eq!(stats.rtt_ms, Some(rtt));
+    tunnel.close();
+    let err = tunnel.ping_ms().await.expect_err("ping on a closed tunnel");
+    assert!(matches!(err, ClientError::TunnelClosed(_)), "{err}");
+}
+
+/// Connects through the exported JS function and returns the rejection's message.
+async fn js_connect_error(token: &str, workspace: &str) -> String {
+    let opts = js_sys::Object::new();
+    for (k, v) in [
+        ("url", setting!("BURROW_TEST_URL")),
+        ("token", token),
+        ("workspace", workspace),
+    ] {
+        js_sys::Reflect::set(&opts, &k.into(), &v.into()).expect("set");
+    }
+    let err = JsFuture::from(burrow_client::connect_js(opts.into()))
+        .await
+        .expect_err("connect must be refused");
+    let err: js_sys::Error = err.dyn_into().expect("a JS Error");
+    assert_eq!(String::from(err.name()), "BurrowError");
+    String::from(err.message())
+}
+
+#[wasm_bindgen_test]
+async fn bad_token_is_refused_as_unauthorized() {
+    let message = js_connect_error("not-a-token", setting!("BURROW_TEST_WORKSPACE")).await;
+    assert!(message.starts_with("unauthorized: "), "{message}");
+}
+
+#[wasm_bindgen_test]
+async fn another_users_workspace_is_forbidden() {
+    let message = js_connect_error(
+        setting!("BURROW_TEST_OTHER_TOKEN"),
+        setting!("BURROW_TEST_WORKSPACE"),
+    )
+    .await;
+    assert!(message.starts_with("forbidden: "), "{message}");
+}
+
+#[wasm_bindgen_test]
+async fn port_not_allowed_is_refused_with_the_agents_reason() {
+    let tunnel = connect(options()).await;
+    let denied = port(setting!("BURROW_TEST_DENIED_PORT"));
+    let err = match tunnel.open(denied).await {
+        Ok(_) => panic!("port {denied} must be refused"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, ClientError::Refused { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("stream refused: ") && message.contains("not allowed"),
+        "{message}"
+    );
+    // The tunnel survives a refused stream.
+    let stream = tunnel
+        .open(echo_port())
+        .await
+        .expect("dial after a refusal");
+    assert_eq!(echo(&stream, b"still up", 1024).await, b"still up");
+    tunnel.close();
+}
