@@ -117,13 +117,14 @@ echo_port=$(cat "$work/echo.port")
 denied_port=$((echo_port == 23 ? 24 : 23))
 
 step "starting burrow-testbed"
-"$testbed" "$work/app.port" >"$work/testbed.log" 2>&1 &
+"$testbed" "$work/app.port" "$work/flaky.port" >"$work/testbed.log" 2>&1 &
 pids+=($!)
-wait_for "test -s $work/app.port" 10
+wait_for "test -s $work/app.port -a -s $work/flaky.port" 10
 app_port=$(cat "$work/app.port")
+flaky_port=$(cat "$work/flaky.port")
 
-step "starting burrow-agent (allows ports $echo_port and $app_port)"
-"$agent" --url "$url" --token "$agent_token" --allow-ports "$echo_port,$app_port" \
+step "starting burrow-agent (allows ports $echo_port, $app_port and $flaky_port)"
+"$agent" --url "$url" --token "$agent_token" --allow-ports "$echo_port,$app_port,$flaky_port" \
     --udp-bind 127.0.0.1 >"$work/agent.log" 2>&1 &
 pids+=($!)
 wait_for "curl -fsS -H 'Authorization: Bearer $token' $url/api/v1/workspaces | grep -q '\"online\":true'" 30
@@ -136,6 +137,7 @@ export BURROW_TEST_WORKSPACE=dev
 export BURROW_TEST_ECHO_PORT=$echo_port
 export BURROW_TEST_DENIED_PORT=$denied_port
 export BURROW_TEST_APP_PORT=$app_port
+export BURROW_TEST_FLAKY_PORT=$flaky_port
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export WASM_BINDGEN_TEST_ADDRESS=127.0.0.1:$page_port
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-180}

@@ -307,6 +307,34 @@ async fn unread_body_keeps_its_connection_out_of_the_pool() {
 }
 
 #[wasm_bindgen_test]
+async fn stale_pooled_connection_is_retried_once_for_idempotent_requests_only() {
+    let tunnel = connect().await;
+    let port: u16 = setting!("BURROW_TEST_FLAKY_PORT").parse().expect("a port");
+    let url = format!("http://workspace.invalid:{port}/");
+    let first: u64 = text(&fetch(&tunnel, url.as_str()).await)
+        .await
+        .parse()
+        .expect("a connection number");
+    // The pooled connection is closed unanswered: the GET goes again on a fresh one.
+    let second: u64 = text(&fetch(&tunnel, url.as_str()).await)
+        .await
+        .parse()
+        .expect("a connection number");
+    assert_eq!(second, first + 1);
+    // A POST is never sent twice: the stale connection's failure is the answer.
+    let post = make_request(&url, &obj(&[("method", "POST".into())]));
+    let err = try_fetch(&tunnel, post.into(), JsValue::UNDEFINED)
+        .await
+        .expect_err("a POST on a stale connection");
+    let message = error_message(&err);
+    assert!(
+        message.starts_with("bad response from the app: "),
+        "{message}"
+    );
+    tunnel.close();
+}
+
+#[wasm_bindgen_test]
 async fn redirects_are_followed_up_to_the_final_response() {
     let tunnel = connect().await;
     let response = fetch(&tunnel, app_url("/redirect/3")).await;

@@ -154,7 +154,7 @@ impl Tunnel {
     pub fn fetch_js(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Request | string")] request: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "FetchInit | undefined")] init: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "FetchInit")] init: JsValue,
     ) -> Promise {
         let tunnel = self.clone();
         future_to_promise(async move {
@@ -181,8 +181,8 @@ impl Tunnel {
     pub fn web_socket_js(
         &self,
         url: &str,
-        #[wasm_bindgen(unchecked_param_type = "string | string[] | undefined")] protocols: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "WebSocketInit | undefined")] init: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | string[]")] protocols: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "WebSocketInit")] init: JsValue,
     ) -> Result<JsValue, JsValue> {
         let protocols = if let Some(p) = protocols.as_string() {
             vec![p]

@@ -134,8 +134,9 @@ enum Out {
     Close(Option<u16>, String),
 }
 
-/// The half of a socket its JS object calls into (`send`, `close`, `bufferedAmount`).
-#[wasm_bindgen]
+/// The half of a socket its JS object calls into (`send`, `close`, `bufferedAmount`);
+/// internal, so left out of the TypeScript declarations.
+#[wasm_bindgen(skip_typescript)]
 pub struct WsDriver {
     out: mpsc::UnboundedSender<Out>,
     buffered: Rc<Cell<f64>>,

@@ -2,8 +2,14 @@
 //! tunnel, a real HTTP/1.1 server (hyper, through axum) with a WebSocket echo.
 //!
 //! ```text
-//! burrow-testbed PORT_FILE     # binds 127.0.0.1:0, writes the port to PORT_FILE
+//! burrow-testbed PORT_FILE [FLAKY_PORT_FILE]
 //! ```
+//!
+//! Binds 127.0.0.1:0 and writes the port to `PORT_FILE`. With `FLAKY_PORT_FILE`, also
+//! serves [`flaky`] on a second port (written there): a server that answers the first
+//! request of each connection (with the connection's number, counting from 1) and then
+//! closes the connection when the next request arrives, unanswered, as a server whose
+//! keep-alive timeout just expired does.
 //!
 //! Routes (every answer is computed from the request, so the suites can check exact bytes):
 //! - `ANY /echo`: the request body back; `x-request-method` and `x-request-framing`
@@ -230,19 +236,75 @@ async fn ws_echo(mut socket: WebSocket) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let port_file = std::env::args_os()
-        .nth(1)
-        .context("usage: burrow-testbed PORT_FILE")?;
+/// Answers one request per connection, then closes it on the next (see the crate docs).
+async fn flaky(listener: tokio::net::TcpListener) {
+    let mut connections = 0u64;
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        connections += 1;
+        let number = connections;
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            if read_head(&mut socket).await.is_err() {
+                return;
+            }
+            let body = number.to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if socket.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            // The next request is read, then the connection dropped without an answer.
+            let _ = read_head(&mut socket).await;
+        });
+    }
+}
+
+/// Reads up to the end of a request head (bodies are not expected here).
+async fn read_head(socket: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return Err(std::io::Error::other("request head too long"));
+        }
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
+/// Binds 127.0.0.1:0 and writes the port to `file` (whole, then renamed, so a reader
+/// never sees half a number).
+async fn bind(file: &std::ffi::OsStr) -> anyhow::Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding 127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    // Written whole then renamed, so a reader never sees half a number.
-    let tmp = std::path::PathBuf::from(&port_file).with_extension("tmp");
+    let tmp = std::path::PathBuf::from(file).with_extension("tmp");
     std::fs::write(&tmp, port.to_string()).context("writing the port file")?;
-    std::fs::rename(&tmp, &port_file).context("writing the port file")?;
+    std::fs::rename(&tmp, file).context("writing the port file")?;
+    Ok(listener)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let port_file = args
+        .next()
+        .context("usage: burrow-testbed PORT_FILE [FLAKY_PORT_FILE]")?;
+    if let Some(flaky_file) = args.next() {
+        tokio::spawn(flaky(bind(&flaky_file).await?));
+    }
+    let listener = bind(&port_file).await?;
     axum::serve(
         listener,
         app().into_make_service_with_connect_info::<SocketAddr>(),
