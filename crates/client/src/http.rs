@@ -522,7 +522,10 @@ async fn send_and_read_head(
     let reader = std::pin::pin!(reader);
     let (result, body_sent) = match select(writer, reader).await {
         Either::Left((Ok(()), reader)) => (reader.await, true),
-        Either::Left((Err(e), _)) => (Err(e), false),
+        // The body could not be read: nothing more can be sent, and the app may wait.
+        Either::Left((Err(e @ ClientError::Request(_)), _)) => (Err(e), false),
+        // The app may have answered before it stopped reading (413, say, then close).
+        Either::Left((Err(e), reader)) => (reader.await.map_err(|_| e), false),
         Either::Right((head, _)) => (head, false),
     };
     let retry_unsafe = response_started.get() || consumed_stream.get();
