@@ -485,6 +485,13 @@ impl Task {
                         }
                     },
                     Err(e) => {
+                        // RFC 6455 section 7.1.7: fail the connection with a Close saying
+                        // why; the writer sends it while the app gets a moment to hang up.
+                        let code = e.close_code().0;
+                        let _ = pongs.unbounded_send(Out::Close(Some(code), String::new()));
+                        let eof = async { while let Ok(Some(_)) = handle.read().await {} };
+                        let eof = std::pin::pin!(eof);
+                        select(eof, gloo_timers::future::TimeoutFuture::new(1_000)).await;
                         return End::Abnormal {
                             error: true,
                             why: format!("protocol error: {e}"),
