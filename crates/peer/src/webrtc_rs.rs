@@ -128,10 +128,7 @@ impl WebrtcStack {
     }
 
     /// Builds a peer connection and starts nothing else yet.
-    async fn build(
-        &self,
-        config: &PeerConfig,
-    ) -> Result<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<Signal>), PeerError> {
+    async fn build(&self, config: &PeerConfig) -> Result<Built, PeerError> {
         let opts = &self.options;
         let configuration = RTCConfigurationBuilder::new()
             .with_ice_servers(ice_servers(&config.ice_servers))
@@ -159,8 +156,10 @@ impl WebrtcStack {
                 ),
             )
             .build();
+        let setting_up = Arc::new(AtomicBool::new(true));
         let runtime: Arc<dyn Runtime> = Arc::new(TunedRuntime {
             udp_buffer_bytes: opts.udp_buffer_bytes,
+            setting_up: setting_up.clone(),
         });
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let pc = PeerConnectionBuilder::new()
@@ -174,14 +173,30 @@ impl WebrtcStack {
             .build()
             .await
             .map_err(|e| PeerError::Failed(format!("cannot create peer connection: {e}")))?;
-        Ok((Arc::new(pc), signal_rx))
+        Ok(Built {
+            pc: Arc::new(pc),
+            signals: signal_rx,
+            setting_up,
+        })
     }
+}
+
+/// A new peer connection with what its session needs.
+struct Built {
+    pc: Arc<dyn PeerConnection>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    /// Cleared once the data channel is open (see [`TunedRuntime::setting_up`]).
+    setting_up: Arc<AtomicBool>,
 }
 
 #[async_trait]
 impl PeerStack for WebrtcStack {
     async fn offer(&self, config: PeerConfig) -> Result<(Box<dyn PeerSession>, String), PeerError> {
-        let (pc, signals) = self.build(&config).await?;
+        let Built {
+            pc,
+            signals,
+            setting_up,
+        } = self.build(&config).await?;
         let prepared = async {
             let dc = pc
                 .create_data_channel(
@@ -206,7 +221,7 @@ impl PeerStack for WebrtcStack {
         .await;
         match prepared {
             Ok((dc, sdp)) => {
-                let session = WebrtcSession::start(pc, signals, Some(dc), false);
+                let session = WebrtcSession::start(pc, signals, Some(dc), false, setting_up);
                 Ok((Box::new(session), sdp))
             }
             Err(e) => {
@@ -224,7 +239,11 @@ impl PeerStack for WebrtcStack {
         // Parse before building anything: most bad SDP stops here at no cost.
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        let (pc, signals) = self.build(&config).await?;
+        let Built {
+            pc,
+            signals,
+            setting_up,
+        } = self.build(&config).await?;
         let prepared = async {
             pc.set_remote_description(offer)
                 .await
@@ -241,7 +260,7 @@ impl PeerStack for WebrtcStack {
         .await;
         match prepared {
             Ok(sdp) => {
-                let session = WebrtcSession::start(pc, signals, None, true);
+                let session = WebrtcSession::start(pc, signals, None, true, setting_up);
                 Ok((Box::new(session), sdp))
             }
             Err(e) => {
@@ -330,10 +349,73 @@ fn first_mid(sdp: &str) -> Option<String> {
 /// webrtc-rs' tokio runtime, but every UDP socket gets large kernel buffers before it is
 /// wrapped. (The builder takes no pre-bound socket and has no buffer setting; the runtime's
 /// `wrap_udp_socket` is the one place every socket, relayed ones included, passes through.)
+///
+/// It also shortens the driver's sleeps while the connection is being set up. webrtc-rs
+/// 0.21.1's driver loop flushes its writes before it processes the core's events, and some
+/// handshake packets are queued by that event processing: the SCTP INIT after the DTLS
+/// handshake, the data channel's DCEP OPEN and ACK after the SCTP association. Nothing wakes
+/// the driver for them, so each waits for the next protocol timer, about 200 ms, and a
+/// connection took over 400 ms to open on loopback. With sleeps capped at [`SETUP_TICK`]
+/// they leave within a millisecond. Waking before a timer is due is harmless: the sans-IO
+/// core only acts on deadlines that have passed.
 #[derive(Debug)]
 struct TunedRuntime {
     udp_buffer_bytes: usize,
+    /// Set from creation until shortly after the data channel opened.
+    setting_up: Arc<AtomicBool>,
 }
+
+/// Datagrams per UDP GSO send. webrtc-rs 0.21.1 batches up to 64 datagrams and 65535 bytes,
+/// but the kernel refuses a GSO send whose total exceeds one IPv4 datagram's payload (65507
+/// bytes) with `EMSGSIZE`. On loopback, where bulk sends fill whole batches, that dropped
+/// every full batch, retransmissions were batched the same way, and SCTP gave the
+/// association up (`T3-rtx` failure) in the middle of a transfer. 48 datagrams of at most
+/// ~1.25 KB (SCTP's 1191-byte packets in DTLS records) stay well under the limit.
+const MAX_GSO_SEGMENTS: usize = 48;
+
+/// A UDP socket that reports at most [`MAX_GSO_SEGMENTS`] for GSO.
+#[derive(Debug)]
+struct GsoCapped {
+    inner: Arc<dyn AsyncUdpSocket>,
+}
+
+impl AsyncUdpSocket for GsoCapped {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        transmit: &webrtc::runtime::Transmit<'_>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [webrtc::runtime::RecvMeta],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments().min(MAX_GSO_SEGMENTS)
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
+}
+
+/// Longest driver sleep while a connection is being set up (see [`TunedRuntime`]).
+const SETUP_TICK: Duration = Duration::from_millis(1);
+
+/// How long short sleeps continue once this side's data channel is open: the peer may still
+/// be waiting for a handshake packet this side queued (the DCEP ACK).
+const SETUP_TICK_TAIL: Duration = Duration::from_millis(200);
 
 impl Runtime for TunedRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
@@ -364,7 +446,8 @@ impl Runtime for TunedRuntime {
                 "UDP socket buffers"
             );
         }
-        TokioRuntime.wrap_udp_socket(socket)
+        let socket = TokioRuntime.wrap_udp_socket(socket)?;
+        Ok(Arc::new(GsoCapped { inner: socket }))
     }
 
     fn wrap_tcp_listener(
@@ -393,6 +476,11 @@ impl Runtime for TunedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let duration = if self.setting_up.load(Ordering::Relaxed) {
+            duration.min(SETUP_TICK)
+        } else {
+            duration
+        };
         TokioRuntime.sleep(duration)
     }
 
@@ -485,6 +573,7 @@ impl WebrtcSession {
         signals: mpsc::UnboundedReceiver<Signal>,
         own_channel: Option<Arc<dyn DataChannel>>,
         remote_description_set: bool,
+        setting_up: Arc<AtomicBool>,
     ) -> Self {
         let path = Arc::new(StdMutex::new(PathKind::Unknown));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -493,7 +582,12 @@ impl WebrtcSession {
         let (pump_stop_tx, pump_stop_rx) = tokio::sync::watch::channel(false);
         let channel_slot = match own_channel {
             Some(dc) => {
-                tokio::spawn(open(dc, channel_tx, pump_stop_rx.clone()));
+                tokio::spawn(open(
+                    dc,
+                    channel_tx,
+                    pump_stop_rx.clone(),
+                    setting_up.clone(),
+                ));
                 None
             }
             None => Some(channel_tx),
@@ -507,6 +601,7 @@ impl WebrtcSession {
                 pump_stop: pump_stop_tx,
                 pump_stop_rx,
                 mid: None,
+                setting_up,
             }
             .run(signals, stop_rx),
         );
@@ -620,6 +715,7 @@ struct Monitor {
     pump_stop: tokio::sync::watch::Sender<bool>,
     pump_stop_rx: tokio::sync::watch::Receiver<bool>,
     mid: Option<String>,
+    setting_up: Arc<AtomicBool>,
 }
 
 impl Monitor {
@@ -673,7 +769,12 @@ impl Monitor {
                     let label = dc.label().await.unwrap_or_default();
                     match self.channel_slot.take() {
                         Some(slot) if label == DATA_CHANNEL_LABEL => {
-                            tokio::spawn(open(dc, slot, self.pump_stop_rx.clone()));
+                            tokio::spawn(open(
+                                dc,
+                                slot,
+                                self.pump_stop_rx.clone(),
+                                self.setting_up.clone(),
+                            ));
                         }
                         slot => {
                             self.channel_slot = slot;
@@ -685,6 +786,7 @@ impl Monitor {
             }
         };
         debug!(%reason, "closing peer connection");
+        self.setting_up.store(false, Ordering::Relaxed);
         let _ = self.pump_stop.send(true);
         let _ = self.pc.close().await;
         let _ = self.events.send(PeerEvent::Closed(reason));
@@ -744,6 +846,7 @@ async fn open(
     dc: Arc<dyn DataChannel>,
     mut ready: oneshot::Sender<MessageChannel>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    setting_up: Arc<AtomicBool>,
 ) {
     loop {
         let event = tokio::select! {
@@ -754,7 +857,13 @@ async fn open(
         };
         match event {
             None | Some(DataChannelEvent::OnClose) => return,
-            Some(DataChannelEvent::OnOpen) => break,
+            Some(DataChannelEvent::OnOpen) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(SETUP_TICK_TAIL).await;
+                    setting_up.store(false, Ordering::Relaxed);
+                });
+                break;
+            }
             Some(DataChannelEvent::OnMessage(_)) => {
                 // webrtc-rs delivers the open first; nothing can be sent before it.
                 warn!("dropping a message received before the channel opened");
