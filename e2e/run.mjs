@@ -214,6 +214,26 @@ async function main() {
   await test("code-server through the tunnel (direct): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: false }));
   await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: true }));
 
+  await test("code-server in a tab of its own: WebSockets brokered by the service worker to the dashboard", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      // The dashboard is open (it owns the tunnel); the app is not in its frame.
+      await page.locator(`button[data-open="dev:${stack.codeServerPort}"]`).waitFor({ timeout: 30000 });
+      await page.evaluate(() => window.__burrowHost.tunnel("dev"));
+      const before = await page.evaluate(() => window.__burrowHost.counters.webSockets);
+      const tab = await context.newPage();
+      tab.on("pageerror", (e) => log(`tab pageerror: ${e.message}`));
+      await tab.goto(`${stack.url}/@dev/apps/${stack.codeServerPort}/`);
+      await tab.locator(".monaco-workbench").waitFor({ timeout: 120000 });
+      await tab.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" }).waitFor({ timeout: 120000 });
+      assert(await tab.evaluate(() => window.WebSocket.__burrow === true && window.top === window), "a top-level page with the tunnelled WebSocket");
+      const after = await page.evaluate(() => window.__burrowHost.counters.webSockets);
+      assert(after - before >= 2, `the tab's WebSockets went through the dashboard's tunnel (${after - before})`);
+    } finally {
+      await context.close();
+    }
+  });
+
   await test(`a ${DOWNLOAD_MIB} MiB download through the service worker arrives intact and streamed`, async () => {
     const { context, page } = await newDashboard();
     try {

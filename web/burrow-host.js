@@ -106,6 +106,7 @@ export class BurrowHost {
   async serve(m) {
     const d = m.data;
     const reply = m.ports[0];
+    if (d?.burrow === "ws-connect" && reply) return this.serveWebSocket(d.workspace, reply);
     if (!d || d.burrow !== "fetch" || !reply) return;
     reply.postMessage({ type: "accepted" });
     try {
@@ -136,6 +137,58 @@ export class BurrowHost {
     } finally {
       reply.close();
     }
+  }
+
+  // A WebSocket for an app page that is not in a frame of this window (its own tab): the
+  // page's shim talks to this window over `line`, a port the service worker passed on.
+  //   page -> here: {op: "open", port, path, protocols} | {op: "send", data} | {op: "close", code, reason}
+  //   here -> page: {ev: "ready"} | {ev: "open", protocol, extensions} | {ev: "message", data}
+  //                 | {ev: "buffered", amount} | {ev: "error"} | {ev: "close", code, reason, wasClean}
+  serveWebSocket(workspace, line) {
+    let ws = null;
+    let watching = false;
+    let closeAsked = null;
+    const reportBuffered = () => {
+      if (!ws) return;
+      line.postMessage({ ev: "buffered", amount: ws.bufferedAmount });
+      // Keep reporting while data waits, so the page sees its bufferedAmount drain.
+      if (ws.bufferedAmount > 0 && !watching) {
+        watching = true;
+        setTimeout(() => { watching = false; reportBuffered(); }, 50);
+      }
+    };
+    line.onmessage = async (e) => {
+      const d = e.data;
+      if (d.op === "open") {
+        try {
+          ws = await this.webSocket(workspace, d.port, d.path, d.protocols);
+        } catch (err) {
+          line.postMessage({ ev: "error" });
+          line.postMessage({ ev: "close", code: 1006, reason: "", wasClean: false });
+          line.close();
+          return;
+        }
+        ws.binaryType = "arraybuffer";
+        ws.onopen = () => line.postMessage({ ev: "open", protocol: ws.protocol, extensions: ws.extensions });
+        ws.onmessage = (ev) => {
+          const data = ev.data;
+          line.postMessage({ ev: "message", data }, typeof data === "string" ? [] : [data]);
+        };
+        ws.onerror = () => line.postMessage({ ev: "error" });
+        ws.onclose = (ev) => {
+          line.postMessage({ ev: "close", code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
+          line.close();
+        };
+        if (closeAsked) ws.close(...closeAsked);
+      } else if (d.op === "send" && ws) {
+        ws.send(d.data);
+        reportBuffered();
+      } else if (d.op === "close") {
+        if (ws) ws.close(d.code, d.reason);
+        else closeAsked = [d.code, d.reason];
+      }
+    };
+    line.postMessage({ ev: "ready" });
   }
 
   // Apps' scripts read their cookies from document.cookie; the tunnel's jar has them (the

@@ -21,6 +21,62 @@
   };
 
   const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
+  // How long the owning window gets to take up a WebSocket the service worker brokers.
+  const READY_WAIT_MS = 10000;
+
+  // For a page that is not framed by the dashboard (its own tab): the service worker passes
+  // a port to the window that owns the workspace's tunnel, and the WebSocket is driven over
+  // it (see serveWebSocket in /burrow-host.js). Resolves to an object with the interface
+  // the tunnel's WebSocket has, which BurrowWebSocket wraps the same way.
+  function viaServiceWorker(sw, workspace, port, path, protocols) {
+    const ch = new MessageChannel();
+    const line = ch.port1;
+    const inner = {
+      binaryType: "arraybuffer", readyState: CONNECTING, bufferedAmount: 0, protocol: "", extensions: "",
+      onopen: null, onmessage: null, onerror: null, onclose: null,
+      send(data) {
+        this.bufferedAmount += typeof data === "string" ? new TextEncoder().encode(data).byteLength : data.byteLength;
+        line.postMessage({ op: "send", data }, typeof data === "string" ? [] : [data]);
+      },
+      close(code, reason) {
+        this.readyState = CLOSING;
+        line.postMessage({ op: "close", code, reason });
+      },
+    };
+    const fail = () => {
+      if (inner.readyState === CLOSED) return;
+      inner.readyState = CLOSED;
+      inner.onerror?.(new Event("error"));
+      inner.onclose?.({ code: 1006, reason: "", wasClean: false });
+      line.close();
+    };
+    const timer = setTimeout(fail, READY_WAIT_MS);
+    line.onmessage = (e) => {
+      const d = e.data;
+      if (d.ev === "ready") clearTimeout(timer);
+      else if (d.ev === "open") {
+        inner.readyState = OPEN;
+        inner.protocol = d.protocol || "";
+        inner.extensions = d.extensions || "";
+        inner.onopen?.(new Event("open"));
+      } else if (d.ev === "message") inner.onmessage?.({ data: d.data });
+      else if (d.ev === "buffered") inner.bufferedAmount = d.amount;
+      else if (d.ev === "error") inner.onerror?.(new Event("error"));
+      else if (d.ev === "close") {
+        clearTimeout(timer);
+        inner.readyState = CLOSED;
+        inner.onclose?.({ code: d.code, reason: d.reason, wasClean: d.wasClean });
+        line.close();
+      } else if (d.ev === "fail") {
+        clearTimeout(timer);
+        console.warn("burrow:", d.message);
+        fail();
+      }
+    };
+    sw.postMessage({ burrow: "ws-port", workspace }, [ch.port2]);
+    line.postMessage({ op: "open", port, path, protocols });
+    return Promise.resolve(inner);
+  }
 
   class BurrowWebSocket extends EventTarget {
     constructor(url, protocols) {
@@ -28,7 +84,8 @@
       const u = new URL(url, location.href);
       const m = u.host === location.host && /^(wss?|https?):$/.test(u.protocol) ? APP.exec(u.pathname) : null;
       const host = ownerHost();
-      if (!m || !host) return new Native(url, protocols);
+      const sw = navigator.serviceWorker?.controller;
+      if (!m || (!host && !sw)) return new Native(url, protocols);
       if (u.protocol === "http:") u.protocol = "ws:";
       if (u.protocol === "https:") u.protocol = "wss:";
       this._url = u.href;
@@ -41,9 +98,13 @@
       this._closeAfterOpen = null;
       // Data handed to the inner object is copied into the dashboard's realm: the client's
       // type checks (instanceof) would not recognise this frame's ArrayBuffers.
-      this._U8 = window.top.Uint8Array;
+      this._U8 = host ? window.top.Uint8Array : Uint8Array;
       const list = protocols === undefined ? [] : Array.isArray(protocols) ? protocols : [protocols];
-      host.webSocket(m[1], Number(m[2]), (m[3] || "/") + u.search, list).then(
+      const pathAndQuery = (m[3] || "/") + u.search;
+      const inner = host
+        ? host.webSocket(m[1], Number(m[2]), pathAndQuery, list)
+        : viaServiceWorker(sw, m[1], Number(m[2]), pathAndQuery, list);
+      inner.then(
         (inner) => this._attach(inner),
         (err) => {
           console.warn("burrow: tunnelled WebSocket failed:", err);

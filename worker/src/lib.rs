@@ -14,6 +14,9 @@
 //! window -> reply port:  {type: "response", status, statusText, headers, body}
 //!                        (body: a transferred ReadableStream, or null)
 //!                     |  {type: "error", message}
+//! app page -> SW:  {burrow: "ws-port", workspace}  + ports[0]   (a page not framed by the
+//!                  dashboard wants a WebSocket; the port is passed on to the window)
+//! SW -> port:      {burrow: "ws-connect", workspace} + that port
 //! ```
 //!
 //! Chrome stops idle service workers, so the port map is only a cache: a worker without a

@@ -84,19 +84,37 @@ pub fn handle_fetch(event: FetchEvent) -> Promise {
     future_to_promise(async move { Ok(respond(request).await.into()) })
 }
 
-/// Takes a `message` event from a window: a port for a workspace's requests.
+/// Takes a `message` event from a window: a port for a workspace's requests
+/// (`{burrow: "port"}`), or an app page's request for a WebSocket line to the window that
+/// owns the workspace's tunnel (`{burrow: "ws-port"}`: the page's port is passed on to that
+/// window, which then speaks to the page directly). Returns a promise for `waitUntil`.
 #[wasm_bindgen(js_name = handleMessage)]
-pub fn handle_message(event: ExtendableMessageEvent) {
+pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     let data = event.data();
-    if get_str(&data, "burrow").as_deref() != Some("port") {
-        return;
+    let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
+    let (Some(workspace), Some(port)) = (get_str(&data, "workspace"), port) else {
+        return Promise::resolve(&JsValue::UNDEFINED);
+    };
+    match get_str(&data, "burrow").as_deref() {
+        Some("port") => {
+            adopt_port(workspace, port);
+            Promise::resolve(&JsValue::UNDEFINED)
+        }
+        Some("ws-port") => future_to_promise(async move {
+            if let Err(e) = broker_web_socket(&workspace, &port).await {
+                // The page's side learns through its port; it reports a failed WebSocket.
+                let msg = Object::new();
+                let _ = set(&msg, "ev", &"fail".into());
+                let _ = set(&msg, "message", &e.to_string().into());
+                let _ = port.post_message(&msg);
+            }
+            Ok(JsValue::UNDEFINED)
+        }),
+        _ => Promise::resolve(&JsValue::UNDEFINED),
     }
-    let Some(workspace) = get_str(&data, "workspace") else {
-        return;
-    };
-    let Some(port) = event.ports().get(0).dyn_into::<MessagePort>().ok() else {
-        return;
-    };
+}
+
+fn adopt_port(workspace: String, port: MessagePort) {
     STATE.with_borrow_mut(|s| {
         // The first window to answer wins; later answers are closed so that window's
         // side does not wait on a port nobody uses.
@@ -109,6 +127,17 @@ pub fn handle_message(event: ExtendableMessageEvent) {
             let _ = waiter.send(port.clone());
         }
     });
+}
+
+/// Hands an app page's port to the window owning `workspace`'s tunnel. A dead cached port
+/// goes unnoticed here; the page times out waiting for the window's `ready`.
+async fn broker_web_socket(workspace: &str, page_port: &MessagePort) -> Result<(), SwError> {
+    let host = workspace_port(workspace).await?;
+    let msg = Object::new();
+    set(&msg, "burrow", &"ws-connect".into())?;
+    set(&msg, "workspace", &workspace.into())?;
+    host.post_message_with_transferable(&msg, &Array::of1(page_port))?;
+    Ok(())
 }
 
 async fn respond(request: Request) -> Response {
