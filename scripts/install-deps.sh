@@ -38,7 +38,7 @@ fi
 # --- apt -----------------------------------------------------------------------------------------
 APT_PACKAGES=(
   postgresql postgresql-client openssh-server openssh-client coturn
-  libkrb5-dev curl ca-certificates pkg-config
+  libkrb5-dev curl ca-certificates pkg-config python3
 )
 if [ "$MODE" = all ]; then
   APT_PACKAGES+=(chromium chromium-driver)

@@ -16,6 +16,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "proto builds for wasm32 (the browser client runs it)"
 cargo build -p burrow-proto --target wasm32-unknown-unknown --locked
 
+step "lints of the browser client and its suites for wasm32"
+cargo clippy -p burrow-client -p burrow-wasm-tests --all-targets --target wasm32-unknown-unknown \
+    --locked -- -D warnings
+
 step "building the binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 
@@ -23,6 +27,9 @@ step "unit, integration and end-to-end tests"
 # The end-to-end tests each start real burrowd, agent, PostgreSQL, OpenSSH or coturn
 # processes; two at a time is what this 2-core machine carries.
 cargo test --workspace --locked -- --test-threads=2
+
+step "browser suites (headless Chromium against burrowd, an agent and burrow-testbed)"
+bash scripts/wasm-test.sh
 
 step "browser end-to-end tests (headless Chromium, code-server, the service worker)"
 # Node 24 from install-deps.sh runs the harness (npm run e2e); it builds the web packages.

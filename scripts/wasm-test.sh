@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the browser client's suites (wasm-tests/) in headless Chromium against a live
-# burrowd (embedded relay), burrow-agent and TCP echo server, all on 127.0.0.1.
+# burrowd (embedded relay), burrow-agent, a TCP echo server and burrow-testbed (a real
+# HTTP/1.1 and WebSocket app), all on 127.0.0.1.
 #
 # Everything started here is stopped on exit; the exit status is non-zero if anything
 # failed. Needs: chromium and chromedriver, wasm-pack and wasm-bindgen-cli 0.2.130, the
@@ -59,10 +60,11 @@ wait_for() {
     done
 }
 
-step "building burrowd and burrow-agent"
-cargo build --bins -p burrow-server -p burrow-agent
+step "building burrowd, burrow-agent and burrow-testbed"
+cargo build --locked --bins -p burrow-server -p burrow-agent -p burrow-testbed
 burrowd=$target_dir/debug/burrowd
 agent=$target_dir/debug/burrow-agent
+testbed=$target_dir/debug/burrow-testbed
 
 http_port=$(free_port)
 relay_port=$(free_port udp)
@@ -114,8 +116,15 @@ wait_for "test -s $work/echo.port" 10
 echo_port=$(cat "$work/echo.port")
 denied_port=$((echo_port == 23 ? 24 : 23))
 
-step "starting burrow-agent (allows port $echo_port)"
-"$agent" --url "$url" --token "$agent_token" --allow-ports "$echo_port" \
+step "starting burrow-testbed"
+"$testbed" "$work/app.port" "$work/flaky.port" >"$work/testbed.log" 2>&1 &
+pids+=($!)
+wait_for "test -s $work/app.port -a -s $work/flaky.port" 10
+app_port=$(cat "$work/app.port")
+flaky_port=$(cat "$work/flaky.port")
+
+step "starting burrow-agent (allows ports $echo_port, $app_port and $flaky_port)"
+"$agent" --url "$url" --token "$agent_token" --allow-ports "$echo_port,$app_port,$flaky_port" \
     --udp-bind 127.0.0.1 >"$work/agent.log" 2>&1 &
 pids+=($!)
 wait_for "curl -fsS -H 'Authorization: Bearer $token' $url/api/v1/workspaces | grep -q '\"online\":true'" 30
@@ -127,6 +136,8 @@ export BURROW_TEST_OTHER_TOKEN=$other_token
 export BURROW_TEST_WORKSPACE=dev
 export BURROW_TEST_ECHO_PORT=$echo_port
 export BURROW_TEST_DENIED_PORT=$denied_port
+export BURROW_TEST_APP_PORT=$app_port
+export BURROW_TEST_FLAKY_PORT=$flaky_port
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export WASM_BINDGEN_TEST_ADDRESS=127.0.0.1:$page_port
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-180}

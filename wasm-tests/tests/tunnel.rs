@@ -5,12 +5,36 @@
 //! A missing variable fails the test: these suites never skip silently.
 #![cfg(target_arch = "wasm32")]
 
-use burrow_client::{ClientError, ConnectOptions, Tunnel, TunnelStream};
+use burrow_client::{ClientError, ConnectOptions, Tunnel, TunnelState, TunnelStream};
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen(inline_js = r#"
+export function stateRecorder() {
+    const f = (event) => f.states.push(event.state);
+    f.states = [];
+    return f;
+}
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+"#)]
+extern "C" {
+    /// A function for `onstatechange` that records the states in its `states` array.
+    #[wasm_bindgen(js_name = stateRecorder)]
+    fn state_recorder() -> js_sys::Function;
+    fn sleep(ms: u32) -> js_sys::Promise;
+}
+
+fn recorded_states(f: &js_sys::Function) -> Vec<String> {
+    let states = js_sys::Reflect::get(f, &"states".into()).expect("states");
+    js_sys::Array::from(&states)
+        .iter()
+        .map(|s| s.as_string().expect("a state string"))
+        .collect()
+}
 
 macro_rules! setting {
     ($name:literal) => {
@@ -211,4 +235,47 @@ async fn port_not_allowed_is_refused_with_the_agents_reason() {
         .expect("dial after a refusal");
     assert_eq!(echo(&stream, b"still up", 1024).await, b"still up");
     tunnel.close();
+}
+
+#[wasm_bindgen_test]
+async fn lost_connection_fails_open_streams_and_reconnects_for_new_ones() {
+    let tunnel = connect(options()).await;
+    assert_eq!(tunnel.state(), TunnelState::Connected);
+    let recorder = state_recorder();
+    tunnel.set_on_state_change(Some(recorder.clone()));
+    let stream = tunnel.open(echo_port()).await.expect("dial");
+    stream.write_all(b"before").await.expect("write");
+
+    tunnel.danger_drop_connection();
+    let err = loop {
+        match stream.read_chunk().await {
+            Ok(Some(_)) => continue, // the echo of "before", if it came in time
+            Ok(None) => panic!("EOF instead of an error on a lost connection"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ClientError::ConnectionLost(_)), "{err}");
+    assert!(
+        err.to_string().starts_with("tunnel connection lost: "),
+        "{err}"
+    );
+    assert_eq!(tunnel.state(), TunnelState::Reconnecting);
+
+    // A new dial waits for the new connection.
+    let stream = tunnel
+        .open(echo_port())
+        .await
+        .expect("dial after reconnecting");
+    assert_eq!(tunnel.state(), TunnelState::Connected);
+    assert_eq!(echo(&stream, b"after", 1024).await, b"after");
+    let stats = tunnel.stats().await.expect("stats");
+    assert_eq!(stats.state, "connected");
+    tunnel.close();
+    wasm_bindgen_futures::JsFuture::from(sleep(50))
+        .await
+        .expect("sleep");
+    assert_eq!(
+        recorded_states(&recorder),
+        ["reconnecting", "connected", "closed"]
+    );
 }

@@ -68,12 +68,25 @@ pub enum ClientError {
     /// The tunnel is closed.
     #[error("tunnel closed: {0}")]
     TunnelClosed(String),
+    /// The tunnel lost its connection and is reconnecting; streams open at the time fail
+    /// with this.
+    #[error("tunnel connection lost: {0}")]
+    ConnectionLost(String),
+    /// A `fetch` or `webSocket` request that cannot be sent (bad URL, header, body).
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// A redirect that cannot be followed (mode "error", too many, bad Location).
+    #[error("redirect refused: {0}")]
+    Redirect(String),
+    /// The workspace app answered something that is not valid HTTP/1.1 (or WebSocket).
+    #[error("bad response from the app: {0}")]
+    BadResponse(String),
 }
 
 impl ClientError {
     /// A stable code for programs: the [`ErrorCode`] string for API errors, else one of
     /// `options`, `http`, `network`, `signaling`, `webrtc`, `timeout`, `refused`, `reset`,
-    /// `stream`, `closed`.
+    /// `stream`, `closed`, `connection_lost`, `request`, `redirect`, `bad_response`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Options(_) => "options",
@@ -87,6 +100,10 @@ impl ClientError {
             Self::ResetByPeer { .. } | Self::ResetLocally(_) => "reset",
             Self::Stream(_) => "stream",
             Self::TunnelClosed(_) => "closed",
+            Self::ConnectionLost(_) => "connection_lost",
+            Self::Request(_) => "request",
+            Self::Redirect(_) => "redirect",
+            Self::BadResponse(_) => "bad_response",
         }
     }
 

@@ -2,12 +2,14 @@
 //! and [`ClientError`]s into JS `Error`s.
 
 use js_sys::{Promise, Uint8Array};
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::ClientError;
 use crate::signaling::{ConnectOptions, to_js};
 use crate::tunnel::{Tunnel, TunnelStream};
+use crate::ws::WebSocketInit;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
@@ -35,6 +37,66 @@ export interface TunnelStats {
     bytesSent: number;
     /** Stream bytes read by the application. */
     bytesReceived: number;
+    /** The tunnel's state when the stats were taken. */
+    state: TunnelState;
+}
+
+/** See {@link Tunnel.state}. */
+export type TunnelState = "connecting" | "connected" | "reconnecting" | "closed";
+
+/** What {@link Tunnel.onstatechange} is called with. */
+export interface TunnelStateEvent {
+    state: TunnelState;
+    /** Why the tunnel closed, when reconnecting failed ("unauthorized: ...",
+     *  "agent_offline: ...", ...). */
+    error?: Error;
+}
+
+/** The second argument of {@link Tunnel.fetch}. */
+export interface FetchInit {
+    /** The `Host` header to send instead of the URL's host (the URL's port still picks the
+     *  workspace port). */
+    host?: string;
+}
+
+/** A cookie the app behind a port set (see {@link Tunnel.cookies}). */
+export interface TunnelCookie {
+    name: string;
+    value: string;
+    path: string;
+    /** Scripts must not see it: do not mirror it into `document.cookie`. */
+    httpOnly: boolean;
+    /** Expiry in milliseconds since the Unix epoch; absent for session cookies. */
+    expires?: number;
+}
+
+/** The third argument of {@link Tunnel.webSocket}. */
+export interface WebSocketInit {
+    /** The `Host` header (default: the URL's host). */
+    host?: string;
+    /** The `Origin` header (default: this page's origin). */
+    origin?: string;
+}
+
+/** A `WebSocket` over the tunnel: the browser's `WebSocket` interface, events included. */
+export interface BurrowWebSocket extends EventTarget {
+    readonly CONNECTING: 0;
+    readonly OPEN: 1;
+    readonly CLOSING: 2;
+    readonly CLOSED: 3;
+    readonly url: string;
+    readonly readyState: number;
+    /** Bytes accepted by `send` that the tunnel has not taken yet. */
+    readonly bufferedAmount: number;
+    readonly protocol: string;
+    readonly extensions: string;
+    binaryType: "blob" | "arraybuffer";
+    onopen: ((this: BurrowWebSocket, ev: Event) => any) | null;
+    onmessage: ((this: BurrowWebSocket, ev: MessageEvent) => any) | null;
+    onerror: ((this: BurrowWebSocket, ev: Event) => any) | null;
+    onclose: ((this: BurrowWebSocket, ev: CloseEvent) => any) | null;
+    send(data: string | ArrayBufferLike | ArrayBufferView | Blob): void;
+    close(code?: number, reason?: string): void;
 }
 "#;
 
@@ -78,10 +140,117 @@ impl Tunnel {
         future_to_promise(async move { Ok(to_js(&tunnel.stats().await?)?) })
     }
 
+    /// An HTTP/1.1 request to the workspace app on the URL's port, answered with a real
+    /// `Response` whose body streams as the page reads it.
+    ///
+    /// Like the browser's `fetch`: every method; the request's body streamed
+    /// (`Content-Length` when it is complete at once, chunked otherwise); keep-alive reuse;
+    /// `request.redirect` ("follow" up to 20 hops, "manual", "error"); gzip and deflate
+    /// bodies decoded; the tunnel's cookie jar for the port used unless
+    /// `request.credentials` is "omit"; `request.signal` aborts (the stream is reset and
+    /// the promise, or the body, fails with the signal's reason). The URL's host is only
+    /// the default `Host` header: `init.host` replaces it.
+    #[wasm_bindgen(js_name = fetch, unchecked_return_type = "Promise<Response>")]
+    pub fn fetch_js(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Request | string")] request: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "FetchInit")] init: JsValue,
+    ) -> Promise {
+        let tunnel = self.clone();
+        future_to_promise(async move {
+            let request = match request.as_string() {
+                Some(url) => web_sys::Request::new_with_str(&url)?,
+                None => request.dyn_into::<web_sys::Request>().map_err(|_| {
+                    ClientError::Request("fetch takes a Request or a URL string".into())
+                })?,
+            };
+            let host = if init.is_object() {
+                js_sys::Reflect::get(&init, &"host".into())?.as_string()
+            } else {
+                None
+            };
+            Ok(tunnel.fetch(request, host).await?.into())
+        })
+    }
+
+    /// A `WebSocket`-compatible object connected to the workspace app on the URL's port
+    /// (`ws:`/`wss:`; the host is only the default `Host` header). `protocols` are the
+    /// offered subprotocols; `init.host` and `init.origin` set `Host` and `Origin`. The
+    /// tunnel's cookies for the port are sent with the handshake.
+    #[wasm_bindgen(js_name = webSocket, unchecked_return_type = "BurrowWebSocket")]
+    pub fn web_socket_js(
+        &self,
+        url: &str,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | string[]")] protocols: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "WebSocketInit")] init: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let protocols = if let Some(p) = protocols.as_string() {
+            vec![p]
+        } else if protocols.is_undefined() || protocols.is_null() {
+            Vec::new()
+        } else {
+            js_sys::Array::from(&protocols)
+                .iter()
+                .map(|p| {
+                    p.as_string().ok_or_else(|| {
+                        JsValue::from(ClientError::Request("protocols must be strings".into()))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let get = |key: &str| {
+            if init.is_object() {
+                js_sys::Reflect::get(&init, &key.into())
+                    .ok()
+                    .and_then(|v| v.as_string())
+            } else {
+                None
+            }
+        };
+        let init = WebSocketInit {
+            host: get("host"),
+            origin: get("origin"),
+        };
+        Ok(self.web_socket(url, protocols, init)?.into())
+    }
+
+    /// The cookies the app on `port` set through `fetch`, for mirroring the non-HttpOnly
+    /// ones into `document.cookie`.
+    #[wasm_bindgen(js_name = cookies, unchecked_return_type = "Array<TunnelCookie>")]
+    pub fn cookies_js(&self, port: u16) -> Result<JsValue, JsValue> {
+        Ok(to_js(&self.cookies(port))?)
+    }
+
     /// Closes the tunnel and the peer connection; open streams fail. Idempotent.
     #[wasm_bindgen(js_name = close)]
     pub fn close_js(&self) {
         self.close();
+    }
+
+    /// "connecting", "connected", "reconnecting" (the connection was lost: new `dial`s
+    /// and `fetch`es wait, open streams failed) or "closed".
+    #[wasm_bindgen(getter = state, unchecked_return_type = "TunnelState")]
+    pub fn state_js(&self) -> String {
+        self.state().as_str().to_owned()
+    }
+
+    /// Called with a `TunnelStateEvent` whenever `state` changes. When the peer
+    /// connection fails or its data channel closes, the tunnel reconnects with backoff
+    /// (new sessions through burrowd); if that fails, `state` becomes "closed" and the
+    /// event's `error` says why.
+    #[wasm_bindgen(getter = onstatechange, unchecked_return_type = "((event: TunnelStateEvent) => void) | null")]
+    pub fn onstatechange_js(&self) -> Option<js_sys::Function> {
+        self.on_state_change()
+    }
+
+    /// Sets `onstatechange`.
+    #[wasm_bindgen(setter = onstatechange)]
+    pub fn set_onstatechange_js(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "((event: TunnelStateEvent) => void) | null")]
+        f: Option<js_sys::Function>,
+    ) {
+        self.set_on_state_change(f);
     }
 
     /// Whether the tunnel is closed.

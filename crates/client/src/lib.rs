@@ -21,13 +21,44 @@
 //! same types through [`Tunnel::connect`] and friends.
 //!
 //! Every failure is a [`ClientError`]; in JS, an `Error` with its message and a `code`.
+//!
+//! # The JS API (the generated `.d.ts` has the same, typed)
+//!
+//! ```ts
+//! connect(options: ConnectOptions): Promise<Tunnel>
+//! tunnel.dial(port: number): Promise<TunnelStream>       // raw bytes: read/write/closeWrite/reset
+//! tunnel.ping(): Promise<number>
+//! tunnel.stats(): Promise<TunnelStats>                  // {path, rttMs, bytesSent, bytesReceived, state}
+//! tunnel.fetch(request: Request | string, init?: {host?: string}): Promise<Response>
+//! tunnel.webSocket(url: string, protocols?: string | string[],
+//!                  init?: {host?: string, origin?: string}): BurrowWebSocket
+//! tunnel.cookies(port: number): Array<{name, value, path, httpOnly, expires?}>
+//! tunnel.state: "connecting" | "connected" | "reconnecting" | "closed"
+//! tunnel.onstatechange: ((event: {state, error?: Error}) => void) | null
+//! tunnel.close(): void
+//! ```
+//!
+//! `fetch` and `webSocket` reach the workspace port in the URL (default 80/443); the
+//! URL's host is only the default `Host` header (`init.host` replaces it), since the agent
+//! always dials its own dial host. `fetch` behaves like the browser's as far as a page can
+//! make it: see [`Tunnel::fetch`]'s JS docs in `js.rs` and the `http` module. The object
+//! `webSocket` returns is an `EventTarget` with the browser `WebSocket`'s properties,
+//! methods, constants and events (`open`, `message`, `error`, `close`, and the `on*`
+//! properties).
 
 mod error;
+mod http;
 mod js;
 mod signaling;
 mod tunnel;
+mod ws;
 
 pub use error::ClientError;
+pub use http::{BODY_WAIT_MS, MAX_BUFFERED_BODY, MAX_IDLE_PER_PORT};
 pub use js::connect_js;
 pub use signaling::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT_MS};
-pub use tunnel::{HIGH_WATER, LOW_WATER, MAX_FRAME_PAYLOAD, Tunnel, TunnelStats, TunnelStream};
+pub use tunnel::{
+    HIGH_WATER, LOW_WATER, MAX_FRAME_PAYLOAD, RECONNECT_DELAYS_MS, Tunnel, TunnelState,
+    TunnelStats, TunnelStream,
+};
+pub use ws::{BurrowWebSocket, WebSocketInit, WsDriver};

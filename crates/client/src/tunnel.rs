@@ -16,14 +16,16 @@
 //!   grants the agent more credit, so a stream nobody reads stops its sender (and only
 //!   it), holding at most one window.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use burrow_proto::frame::{HEADER_LEN, ResetCode, StreamId};
-use burrow_proto::signal::{ClientToServer, IceCandidate, PathKind, ServerToClient, SessionGrant};
+use burrow_proto::signal::{
+    ClientToServer, ErrorCode, IceCandidate, PathKind, ServerToClient, SessionGrant,
+};
 use burrow_proto::tunnel::{self as proto, Event, Role, StreamEnd, StreamError};
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -39,6 +41,7 @@ use web_sys::{
 };
 
 use crate::error::{ClientError, describe};
+use crate::http::HttpState;
 use crate::signaling::{
     ConnectOptions, DEFAULT_CONNECT_TIMEOUT_MS, request_session, rtc_configuration, signal_url,
     to_js,
@@ -115,6 +118,11 @@ struct Inner {
     setup: Option<mpsc::UnboundedSender<Setup>>,
     /// Removed (and their closures freed) when dropped.
     listeners: Vec<EventListener>,
+    /// Called once if the connection is lost (not closed by this side): the tunnel then
+    /// reconnects.
+    lost: Option<Rc<dyn Fn(String)>>,
+    /// Why the connection was lost, once it was: open streams fail with it.
+    lost_reason: Option<String>,
 }
 
 impl Inner {
@@ -197,9 +205,12 @@ impl Inner {
                     StreamEnd::ResetLocally { reason, .. } => {
                         Err(ClientError::ResetLocally(reason))
                     }
-                    StreamEnd::TunnelClosed => Err(ClientError::TunnelClosed(
-                        "the tunnel closed before the stream ended".into(),
-                    )),
+                    StreamEnd::TunnelClosed => Err(match &self.lost_reason {
+                        Some(why) => ClientError::ConnectionLost(why.clone()),
+                        None => ClientError::TunnelClosed(
+                            "the tunnel closed before the stream ended".into(),
+                        ),
+                    }),
                 };
                 if let Some(reply) = slot.open_reply.take() {
                     let _ = reply.send(result.clone().and(Err(ClientError::TunnelClosed(
@@ -235,6 +246,15 @@ impl Inner {
     /// The channel or the connection is gone: end the tunnel and free the browser's side.
     fn on_channel_closed(&mut self, why: &str) {
         self.dc_open = false;
+        let lost = self.lost.take();
+        if lost.is_some() && !self.tunnel.is_closed() {
+            self.lost_reason = Some(format!("{why}; reconnecting"));
+        }
+        // At once, so that a call woken by the streams failing below already finds the
+        // tunnel reconnecting.
+        if let Some(lost) = lost {
+            lost(why.to_owned());
+        }
         if !self.tunnel.is_closed() {
             self.tunnel.close(ResetCode::NO_ERROR, why);
         }
@@ -311,6 +331,8 @@ pub struct TunnelStats {
     pub bytes_sent: u64,
     /// Stream bytes read by the application.
     pub bytes_received: u64,
+    /// The tunnel's state: `connected`, `reconnecting`, ...
+    pub state: &'static str,
 }
 
 /// A tunnel to a workspace's agent. In JS: `connect()` returns one.
@@ -320,269 +342,503 @@ pub struct TunnelStats {
 #[wasm_bindgen::prelude::wasm_bindgen]
 #[derive(Clone)]
 pub struct Tunnel {
-    inner: Rc<RefCell<Inner>>,
+    /// The current connection (a new one after each reconnection; streams keep theirs).
+    session: Rc<RefCell<Rc<RefCell<Inner>>>>,
+    shared: Rc<Shared>,
+    /// Idle HTTP connections and cookie jars of `fetch` and `webSocket`.
+    pub(crate) http: Rc<RefCell<HttpState>>,
+}
+
+/// Where a tunnel is in its life (the `state` of `statechange` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelState {
+    /// The first connection is being set up.
+    Connecting,
+    /// The data channel is open.
+    Connected,
+    /// The connection was lost; a new one is being set up. New streams wait for it.
+    Reconnecting,
+    /// Closed for good: by `close()`, or because reconnecting failed.
+    Closed,
+}
+
+impl TunnelState {
+    /// `connecting`, `connected`, `reconnecting` or `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting => "reconnecting",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Delays before each reconnection attempt; after the last one fails the tunnel closes.
+pub const RECONNECT_DELAYS_MS: [u32; 5] = [250, 1_000, 2_000, 4_000, 8_000];
+
+/// What a tunnel's clones share beyond the connection.
+struct Shared {
+    opts: ConnectOptions,
+    state: Cell<TunnelState>,
+    /// Why the tunnel closed for good, if reconnecting failed.
+    error: RefCell<Option<ClientError>>,
+    /// `onstatechange`, called with `{state, error?}`.
+    on_state: RefCell<Option<js_sys::Function>>,
+    /// Calls waiting for a reconnection to finish.
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Bytes counted by connections before the current one.
+    earlier_bytes: Cell<(u64, u64)>,
+}
+
+/// A tunnel that does not keep it alive (for the reconnection task).
+struct WeakTunnel {
+    session: Weak<RefCell<Rc<RefCell<Inner>>>>,
+    shared: Weak<Shared>,
+    http: Weak<RefCell<HttpState>>,
+}
+
+impl WeakTunnel {
+    fn upgrade(&self) -> Option<Tunnel> {
+        Some(Tunnel {
+            session: self.session.upgrade()?,
+            shared: self.shared.upgrade()?,
+            http: self.http.upgrade()?,
+        })
+    }
 }
 
 impl Tunnel {
     /// Asks burrowd for a session, negotiates the peer connection through its signaling
     /// socket, and resolves once the data channel is open.
+    ///
+    /// If the connection is lost later, the tunnel reconnects on its own (see
+    /// [`TunnelState`]).
     pub async fn connect(opts: ConnectOptions) -> Result<Tunnel, ClientError> {
-        let base = opts.base_url()?.to_owned();
-        let grant = request_session(&opts).await?;
-        let timeout_ms = opts
-            .connect_timeout_ms
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
-        let (setup_tx, setup_rx) = mpsc::unbounded();
-        let tunnel = Tunnel::new_peer(&grant, setup_tx.clone())?;
-        // Dropping `tunnel` on an error closes the peer connection.
-        tunnel
-            .negotiate(&base, &grant, setup_tx, setup_rx, timeout_ms)
-            .await?;
-        tunnel.inner.borrow_mut().setup = None;
+        let inner = establish(&opts).await?;
+        let tunnel = Tunnel {
+            session: Rc::new(RefCell::new(inner)),
+            shared: Rc::new(Shared {
+                opts,
+                state: Cell::new(TunnelState::Connected),
+                error: RefCell::new(None),
+                on_state: RefCell::new(None),
+                waiters: RefCell::new(Vec::new()),
+                earlier_bytes: Cell::new((0, 0)),
+            }),
+            http: Rc::default(),
+        };
+        tunnel.inner().borrow_mut().lost = Some(tunnel.lost_callback());
         Ok(tunnel)
     }
 
-    /// The peer connection and its data channel, with the channel's listeners attached
-    /// from the start so that no message is missed.
-    fn new_peer(
-        grant: &SessionGrant,
-        setup: mpsc::UnboundedSender<Setup>,
-    ) -> Result<Tunnel, ClientError> {
-        let pc = RtcPeerConnection::new_with_configuration(&rtc_configuration(grant)?)
-            .map_err(|e| ClientError::webrtc("creating the RTCPeerConnection", e))?;
-        let init = RtcDataChannelInit::new();
-        init.set_ordered(true); // and reliable: no maxRetransmits nor maxPacketLifeTime
-        let dc = pc.create_data_channel_with_data_channel_dict("burrow", &init);
-        dc.set_binary_type(RtcDataChannelType::Arraybuffer);
-        dc.set_buffered_amount_low_threshold(LOW_WATER);
+    /// The current connection.
+    fn inner(&self) -> Rc<RefCell<Inner>> {
+        Rc::clone(&self.session.borrow())
+    }
 
-        let config = proto::Config {
-            max_frame_payload: MAX_FRAME_PAYLOAD,
-            ..proto::Config::default()
-        };
-        let inner = Rc::new(RefCell::new(Inner {
-            tunnel: proto::Tunnel::new(Role::Client, config),
-            pc: pc.clone(),
-            dc: dc.clone(),
-            dc_open: false,
-            streams: HashMap::new(),
-            pings: HashMap::new(),
-            last_ping: 0,
-            last_rtt: None,
-            bytes_sent: 0,
-            bytes_received: 0,
-            closed: None,
-            setup: Some(setup),
-            listeners: Vec::new(),
-        }));
+    fn downgrade(&self) -> WeakTunnel {
+        WeakTunnel {
+            session: Rc::downgrade(&self.session),
+            shared: Rc::downgrade(&self.shared),
+            http: Rc::downgrade(&self.http),
+        }
+    }
 
-        let weak = Rc::downgrade(&inner);
-        let on = |target: &web_sys::EventTarget,
-                  name: &'static str,
-                  f: fn(&mut Inner, &web_sys::Event)| {
+    /// What a connection calls when it is lost: start reconnecting.
+    fn lost_callback(&self) -> Rc<dyn Fn(String)> {
+        let weak = Rc::new(self.downgrade());
+        Rc::new(move |why| {
+            let Some(tunnel) = weak.upgrade() else { return };
+            if tunnel.state() != TunnelState::Connected {
+                return; // closed by the page
+            }
+            tunnel.set_state(TunnelState::Reconnecting, None);
+            let weak = Rc::clone(&weak);
+            wasm_bindgen_futures::spawn_local(async move { reconnect(&weak, why).await });
+        })
+    }
+
+    /// The tunnel's state.
+    pub fn state(&self) -> TunnelState {
+        self.shared.state.get()
+    }
+
+    /// Sets the `onstatechange` callback (`None` removes it).
+    pub fn set_on_state_change(&self, f: Option<js_sys::Function>) {
+        *self.shared.on_state.borrow_mut() = f;
+    }
+
+    /// The `onstatechange` callback.
+    pub fn on_state_change(&self) -> Option<js_sys::Function> {
+        self.shared.on_state.borrow().clone()
+    }
+
+    fn set_state(&self, state: TunnelState, error: Option<&ClientError>) {
+        if self.shared.state.replace(state) == state {
+            return;
+        }
+        if state != TunnelState::Reconnecting {
+            for waiter in self.shared.waiters.take() {
+                let _ = waiter.send(());
+            }
+        }
+        let event = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&event, &"state".into(), &state.as_str().into());
+        if let Some(e) = error {
+            let _ = js_sys::Reflect::set(&event, &"error".into(), &JsValue::from(e.clone()));
+        }
+        // Called from a task of its own: the page's handler may call back into the tunnel,
+        // and this may run while the connection's state is borrowed.
+        let shared = Rc::downgrade(&self.shared);
+        wasm_bindgen_futures::spawn_local(async move {
+            let callback = shared.upgrade().and_then(|s| s.on_state.borrow().clone());
+            if let Some(f) = callback
+                && let Err(e) = f.call1(&JsValue::UNDEFINED, &event)
+            {
+                web_sys::console::warn_1(
+                    &format!("burrow: onstatechange threw: {}", describe(&e)).into(),
+                );
+            }
+        });
+    }
+
+    /// Waits while the tunnel reconnects; fails if it is closed.
+    async fn ready(&self) -> Result<Rc<RefCell<Inner>>, ClientError> {
+        loop {
+            match self.shared.state.get() {
+                TunnelState::Connected => return Ok(self.inner()),
+                TunnelState::Closed => return Err(self.closed_error()),
+                TunnelState::Connecting | TunnelState::Reconnecting => {
+                    let (tx, rx) = oneshot::channel();
+                    self.shared.waiters.borrow_mut().push(tx);
+                    let _ = rx.await;
+                }
+            }
+        }
+    }
+
+    fn closed_error(&self) -> ClientError {
+        if let Some(e) = self.shared.error.borrow().clone() {
+            return e;
+        }
+        self.inner().borrow().closed_error()
+    }
+
+    /// Drops the current connection as a network failure would (the data channel closes
+    /// without a word to the agent), to exercise reconnection. For tests.
+    #[doc(hidden)]
+    pub fn danger_drop_connection(&self) {
+        let dc = self.inner().borrow().dc.clone();
+        dc.close();
+    }
+}
+
+/// Asks burrowd for a session and negotiates a peer connection with the agent.
+async fn establish(opts: &ConnectOptions) -> Result<Rc<RefCell<Inner>>, ClientError> {
+    let base = opts.base_url()?.to_owned();
+    let grant = request_session(opts).await?;
+    let timeout_ms = opts
+        .connect_timeout_ms
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
+    let (setup_tx, setup_rx) = mpsc::unbounded();
+    let inner = new_peer(&grant, setup_tx.clone())?;
+    // Dropping `inner` on an error closes the peer connection.
+    negotiate(&inner, &base, &grant, setup_tx, setup_rx, timeout_ms).await?;
+    inner.borrow_mut().setup = None;
+    Ok(inner)
+}
+
+/// Replaces a lost connection: new sessions with backoff ([`RECONNECT_DELAYS_MS`]), until
+/// one opens, burrowd refuses for good (token, permission), or the attempts run out.
+async fn reconnect(weak: &WeakTunnel, why: String) {
+    {
+        let Some(tunnel) = weak.upgrade() else { return };
+        web_sys::console::warn_1(&format!("burrow: connection lost ({why}), reconnecting").into());
+        tunnel.http.borrow_mut().clear_idle();
+    }
+    let mut last = ClientError::ConnectionLost(why);
+    for delay in RECONNECT_DELAYS_MS {
+        gloo_timers::future::TimeoutFuture::new(delay).await;
+        let Some(tunnel) = weak.upgrade() else { return };
+        if tunnel.state() == TunnelState::Closed {
+            return;
+        }
+        match establish(&tunnel.shared.opts).await {
+            Ok(inner) => {
+                if tunnel.state() == TunnelState::Closed {
+                    return; // `inner` closes as it drops
+                }
+                let old = tunnel.inner();
+                let (sent, received) = {
+                    let old = old.borrow();
+                    (old.bytes_sent, old.bytes_received)
+                };
+                let (s, r) = tunnel.shared.earlier_bytes.get();
+                tunnel.shared.earlier_bytes.set((s + sent, r + received));
+                inner.borrow_mut().lost = Some(tunnel.lost_callback());
+                *tunnel.session.borrow_mut() = inner;
+                tunnel.set_state(TunnelState::Connected, None);
+                return;
+            }
+            Err(e) => {
+                let fatal = e.is_api(ErrorCode::Unauthorized)
+                    || e.is_api(ErrorCode::Forbidden)
+                    || e.is_api(ErrorCode::NotFound);
+                web_sys::console::warn_1(&format!("burrow: reconnecting failed: {e}").into());
+                last = e;
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(tunnel) = weak.upgrade() {
+        *tunnel.shared.error.borrow_mut() = Some(last.clone());
+        tunnel.set_state(TunnelState::Closed, Some(&last));
+    }
+}
+
+/// The peer connection and its data channel, with the channel's listeners attached
+/// from the start so that no message is missed.
+fn new_peer(
+    grant: &SessionGrant,
+    setup: mpsc::UnboundedSender<Setup>,
+) -> Result<Rc<RefCell<Inner>>, ClientError> {
+    let pc = RtcPeerConnection::new_with_configuration(&rtc_configuration(grant)?)
+        .map_err(|e| ClientError::webrtc("creating the RTCPeerConnection", e))?;
+    let init = RtcDataChannelInit::new();
+    init.set_ordered(true); // and reliable: no maxRetransmits nor maxPacketLifeTime
+    let dc = pc.create_data_channel_with_data_channel_dict("burrow", &init);
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    dc.set_buffered_amount_low_threshold(LOW_WATER);
+
+    let config = proto::Config {
+        max_frame_payload: MAX_FRAME_PAYLOAD,
+        ..proto::Config::default()
+    };
+    let inner = Rc::new(RefCell::new(Inner {
+        tunnel: proto::Tunnel::new(Role::Client, config),
+        pc: pc.clone(),
+        dc: dc.clone(),
+        dc_open: false,
+        streams: HashMap::new(),
+        pings: HashMap::new(),
+        last_ping: 0,
+        last_rtt: None,
+        bytes_sent: 0,
+        bytes_received: 0,
+        closed: None,
+        setup: Some(setup),
+        listeners: Vec::new(),
+        lost: None,
+        lost_reason: None,
+    }));
+
+    let weak = Rc::downgrade(&inner);
+    let on =
+        |target: &web_sys::EventTarget, name: &'static str, f: fn(&mut Inner, &web_sys::Event)| {
             let weak = weak.clone();
             EventListener::new(target, name, move |event| {
                 let event = event.clone();
                 with_inner(&weak, move |inner| f(inner, &event));
             })
         };
-        let listeners = vec![
-            on(&dc, "open", |inner, _| {
-                inner.dc_open = true;
-                inner.pump(); // our HELLO
-                inner.notify(Setup::DcOpen);
-            }),
-            on(&dc, "message", |inner, event| {
-                let Some(event) = event.dyn_ref::<MessageEvent>() else {
-                    return;
-                };
-                match event.data().dyn_into::<js_sys::ArrayBuffer>() {
-                    Ok(buf) => {
-                        inner.on_message(Bytes::from(js_sys::Uint8Array::new(&buf).to_vec()))
-                    }
-                    // Text is not a frame: let the tunnel reject it as one.
-                    Err(_) => inner.on_message(Bytes::new()),
-                }
-            }),
-            on(&dc, "bufferedamountlow", |inner, _| inner.pump()),
-            on(&dc, "close", |inner, _| {
-                inner.on_channel_closed("data channel closed")
-            }),
-            on(&pc, "connectionstatechange", |inner, _| {
-                if inner.pc.connection_state() == RtcPeerConnectionState::Failed {
-                    inner.notify(Setup::PcFailed);
-                    inner.on_channel_closed("the peer connection failed");
-                }
-            }),
-        ];
-        inner.borrow_mut().listeners = listeners;
-        Ok(Tunnel { inner })
-    }
-
-    /// Offer, answer and candidates through the signaling socket, until the channel opens.
-    async fn negotiate(
-        &self,
-        base: &str,
-        grant: &SessionGrant,
-        setup_tx: mpsc::UnboundedSender<Setup>,
-        mut setup_rx: mpsc::UnboundedReceiver<Setup>,
-        timeout_ms: u32,
-    ) -> Result<(), ClientError> {
-        let pc = self.inner.borrow().pc.clone();
-        let ws = WebSocket::new(&signal_url(base, grant))
-            .map_err(|e| ClientError::Signaling(describe(&e)))?;
-        let send = {
-            let tx = setup_tx.clone();
-            move |event: Setup| {
-                let _ = tx.unbounded_send(event);
-            }
-        };
-        let _listeners = {
-            let (s1, s2, s3, s4) = (send.clone(), send.clone(), send.clone(), send.clone());
-            [
-                EventListener::new(&ws, "open", move |_| s1(Setup::WsOpen)),
-                EventListener::new(&ws, "message", move |event| {
-                    if let Some(text) = event
-                        .dyn_ref::<MessageEvent>()
-                        .and_then(|e| e.data().as_string())
-                    {
-                        s2(Setup::WsMessage(text));
-                    }
-                }),
-                EventListener::new(&ws, "close", move |event| {
-                    let why = event
-                        .dyn_ref::<web_sys::CloseEvent>()
-                        .map(|e| format!("code {}, {:?}", e.code(), e.reason()))
-                        .unwrap_or_default();
-                    s3(Setup::WsClosed(why));
-                }),
-                EventListener::new(&pc, "icecandidate", move |event| {
-                    if let Some(c) = event
-                        .dyn_ref::<RtcPeerConnectionIceEvent>()
-                        .and_then(|e| e.candidate())
-                    {
-                        s4(Setup::LocalCandidate(c.to_json().into()));
-                    }
-                }),
-            ]
-        };
-        let _timeout =
-            gloo_timers::callback::Timeout::new(timeout_ms, move || send(Setup::Timeout));
-        drop(setup_tx);
-
-        let result = async {
-            let offer = JsFuture::from(pc.create_offer())
-                .await
-                .map_err(|e| ClientError::webrtc("createOffer", e))?;
-            let sdp = js_sys::Reflect::get(&offer, &"sdp".into())
-                .ok()
-                .and_then(|s| s.as_string())
-                .ok_or_else(|| ClientError::WebRtc("createOffer gave no SDP".into()))?;
-            let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
-            desc.set_sdp(&sdp);
-            JsFuture::from(pc.set_local_description(&desc))
-                .await
-                .map_err(|e| ClientError::webrtc("setLocalDescription", e))?;
-
-            let mut outbox = vec![ClientToServer::Offer { sdp }];
-            let mut ws_open = false;
-            let mut answered = false;
-            let mut remote_candidates = Vec::new();
-            let send_ws = |msg: &ClientToServer| -> Result<(), ClientError> {
-                let text = serde_json::to_string(msg)
-                    .map_err(|e| ClientError::Signaling(e.to_string()))?;
-                ws.send_with_str(&text)
-                    .map_err(|e| ClientError::Signaling(describe(&e)))
+    let listeners = vec![
+        on(&dc, "open", |inner, _| {
+            inner.dc_open = true;
+            inner.pump(); // our HELLO
+            inner.notify(Setup::DcOpen);
+        }),
+        on(&dc, "message", |inner, event| {
+            let Some(event) = event.dyn_ref::<MessageEvent>() else {
+                return;
             };
-            while let Some(event) = setup_rx.next().await {
-                match event {
-                    Setup::WsOpen => {
-                        ws_open = true;
-                        for msg in outbox.drain(..) {
-                            send_ws(&msg)?;
-                        }
-                    }
-                    Setup::LocalCandidate(json) => {
-                        let Ok(candidate) = serde_wasm_bindgen::from_value::<IceCandidate>(json)
-                        else {
-                            continue;
-                        };
-                        if candidate.candidate.is_empty() {
-                            continue;
-                        }
-                        let msg = ClientToServer::Candidate { candidate };
-                        if ws_open {
-                            send_ws(&msg)?;
-                        } else {
-                            outbox.push(msg);
-                        }
-                    }
-                    Setup::WsMessage(text) => match serde_json::from_str::<ServerToClient>(&text) {
-                        Ok(ServerToClient::Answer { sdp }) => {
-                            let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-                            desc.set_sdp(&sdp);
-                            JsFuture::from(pc.set_remote_description(&desc))
-                                .await
-                                .map_err(|e| ClientError::webrtc("setRemoteDescription", e))?;
-                            answered = true;
-                            for c in remote_candidates.drain(..) {
-                                add_candidate(&pc, &c).await;
-                            }
-                        }
-                        // Candidates may not be added before the answer is set.
-                        Ok(ServerToClient::Candidate { candidate }) if answered => {
-                            add_candidate(&pc, &candidate).await;
-                        }
-                        Ok(ServerToClient::Candidate { candidate }) => {
-                            remote_candidates.push(candidate);
-                        }
-                        Ok(ServerToClient::Error(api)) => return Err(ClientError::Api(api)),
-                        Err(e) => {
-                            return Err(ClientError::Signaling(format!(
-                                "unreadable message from burrowd: {e}"
-                            )));
-                        }
-                    },
-                    // After the answer the socket is not needed: the candidates already
-                    // exchanged may well be enough.
-                    Setup::WsClosed(_) if answered => {}
-                    Setup::WsClosed(why) => {
-                        return Err(ClientError::Signaling(format!(
-                            "the signaling socket closed before the agent answered ({why})"
-                        )));
-                    }
-                    Setup::DcOpen => return Ok(()),
-                    Setup::DcClosed => {
-                        return Err(ClientError::WebRtc(
-                            "the data channel closed before it opened".into(),
-                        ));
-                    }
-                    Setup::PcFailed => {
-                        return Err(ClientError::WebRtc(
-                            "ICE failed: no network path to the agent".into(),
-                        ));
-                    }
-                    Setup::Timeout => {
-                        return Err(ClientError::Timeout(format!(
-                            "the tunnel did not open within {timeout_ms} ms"
-                        )));
+            match event.data().dyn_into::<js_sys::ArrayBuffer>() {
+                Ok(buf) => inner.on_message(Bytes::from(js_sys::Uint8Array::new(&buf).to_vec())),
+                // Text is not a frame: let the tunnel reject it as one.
+                Err(_) => inner.on_message(Bytes::new()),
+            }
+        }),
+        on(&dc, "bufferedamountlow", |inner, _| inner.pump()),
+        on(&dc, "close", |inner, _| {
+            inner.on_channel_closed("data channel closed")
+        }),
+        on(&pc, "connectionstatechange", |inner, _| {
+            if inner.pc.connection_state() == RtcPeerConnectionState::Failed {
+                inner.notify(Setup::PcFailed);
+                inner.on_channel_closed("the peer connection failed");
+            }
+        }),
+    ];
+    inner.borrow_mut().listeners = listeners;
+    Ok(inner)
+}
+
+/// Offer, answer and candidates through the signaling socket, until the channel opens.
+async fn negotiate(
+    inner: &Rc<RefCell<Inner>>,
+    base: &str,
+    grant: &SessionGrant,
+    setup_tx: mpsc::UnboundedSender<Setup>,
+    mut setup_rx: mpsc::UnboundedReceiver<Setup>,
+    timeout_ms: u32,
+) -> Result<(), ClientError> {
+    let pc = inner.borrow().pc.clone();
+    let ws = WebSocket::new(&signal_url(base, grant))
+        .map_err(|e| ClientError::Signaling(describe(&e)))?;
+    let send = {
+        let tx = setup_tx.clone();
+        move |event: Setup| {
+            let _ = tx.unbounded_send(event);
+        }
+    };
+    let _listeners = {
+        let (s1, s2, s3, s4) = (send.clone(), send.clone(), send.clone(), send.clone());
+        [
+            EventListener::new(&ws, "open", move |_| s1(Setup::WsOpen)),
+            EventListener::new(&ws, "message", move |event| {
+                if let Some(text) = event
+                    .dyn_ref::<MessageEvent>()
+                    .and_then(|e| e.data().as_string())
+                {
+                    s2(Setup::WsMessage(text));
+                }
+            }),
+            EventListener::new(&ws, "close", move |event| {
+                let why = event
+                    .dyn_ref::<web_sys::CloseEvent>()
+                    .map(|e| format!("code {}, {:?}", e.code(), e.reason()))
+                    .unwrap_or_default();
+                s3(Setup::WsClosed(why));
+            }),
+            EventListener::new(&pc, "icecandidate", move |event| {
+                if let Some(c) = event
+                    .dyn_ref::<RtcPeerConnectionIceEvent>()
+                    .and_then(|e| e.candidate())
+                {
+                    s4(Setup::LocalCandidate(c.to_json().into()));
+                }
+            }),
+        ]
+    };
+    let _timeout = gloo_timers::callback::Timeout::new(timeout_ms, move || send(Setup::Timeout));
+    drop(setup_tx);
+
+    let result = async {
+        let offer = JsFuture::from(pc.create_offer())
+            .await
+            .map_err(|e| ClientError::webrtc("createOffer", e))?;
+        let sdp = js_sys::Reflect::get(&offer, &"sdp".into())
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| ClientError::WebRtc("createOffer gave no SDP".into()))?;
+        let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        desc.set_sdp(&sdp);
+        JsFuture::from(pc.set_local_description(&desc))
+            .await
+            .map_err(|e| ClientError::webrtc("setLocalDescription", e))?;
+
+        let mut outbox = vec![ClientToServer::Offer { sdp }];
+        let mut ws_open = false;
+        let mut answered = false;
+        let mut remote_candidates = Vec::new();
+        let send_ws = |msg: &ClientToServer| -> Result<(), ClientError> {
+            let text =
+                serde_json::to_string(msg).map_err(|e| ClientError::Signaling(e.to_string()))?;
+            ws.send_with_str(&text)
+                .map_err(|e| ClientError::Signaling(describe(&e)))
+        };
+        while let Some(event) = setup_rx.next().await {
+            match event {
+                Setup::WsOpen => {
+                    ws_open = true;
+                    for msg in outbox.drain(..) {
+                        send_ws(&msg)?;
                     }
                 }
+                Setup::LocalCandidate(json) => {
+                    let Ok(candidate) = serde_wasm_bindgen::from_value::<IceCandidate>(json) else {
+                        continue;
+                    };
+                    if candidate.candidate.is_empty() {
+                        continue;
+                    }
+                    let msg = ClientToServer::Candidate { candidate };
+                    if ws_open {
+                        send_ws(&msg)?;
+                    } else {
+                        outbox.push(msg);
+                    }
+                }
+                Setup::WsMessage(text) => match serde_json::from_str::<ServerToClient>(&text) {
+                    Ok(ServerToClient::Answer { sdp }) => {
+                        let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                        desc.set_sdp(&sdp);
+                        JsFuture::from(pc.set_remote_description(&desc))
+                            .await
+                            .map_err(|e| ClientError::webrtc("setRemoteDescription", e))?;
+                        answered = true;
+                        for c in remote_candidates.drain(..) {
+                            add_candidate(&pc, &c).await;
+                        }
+                    }
+                    // Candidates may not be added before the answer is set.
+                    Ok(ServerToClient::Candidate { candidate }) if answered => {
+                        add_candidate(&pc, &candidate).await;
+                    }
+                    Ok(ServerToClient::Candidate { candidate }) => {
+                        remote_candidates.push(candidate);
+                    }
+                    Ok(ServerToClient::Error(api)) => return Err(ClientError::Api(api)),
+                    Err(e) => {
+                        return Err(ClientError::Signaling(format!(
+                            "unreadable message from burrowd: {e}"
+                        )));
+                    }
+                },
+                // After the answer the socket is not needed: the candidates already
+                // exchanged may well be enough.
+                Setup::WsClosed(_) if answered => {}
+                Setup::WsClosed(why) => {
+                    return Err(ClientError::Signaling(format!(
+                        "the signaling socket closed before the agent answered ({why})"
+                    )));
+                }
+                Setup::DcOpen => return Ok(()),
+                Setup::DcClosed => {
+                    return Err(ClientError::WebRtc(
+                        "the data channel closed before it opened".into(),
+                    ));
+                }
+                Setup::PcFailed => {
+                    return Err(ClientError::WebRtc(
+                        "ICE failed: no network path to the agent".into(),
+                    ));
+                }
+                Setup::Timeout => {
+                    return Err(ClientError::Timeout(format!(
+                        "the tunnel did not open within {timeout_ms} ms"
+                    )));
+                }
             }
-            Err(ClientError::WebRtc("setup ended unexpectedly".into()))
         }
-        .await;
-        // Once the channel is open the tunnel lives on without burrowd.
-        let _ = ws.close();
-        result
+        Err(ClientError::WebRtc("setup ended unexpectedly".into()))
     }
+    .await;
+    // Once the channel is open the tunnel lives on without burrowd.
+    let _ = ws.close();
+    result
+}
 
+impl Tunnel {
     /// Opens a stream to the workspace's `port`; resolves once the agent connected to it,
     /// or fails with the agent's reason ([`ClientError::Refused`]).
     pub async fn open(&self, port: u16) -> Result<TunnelStream, ClientError> {
+        let session = self.ready().await?;
         let (reply, answer) = oneshot::channel();
         let (id, slot) = {
-            let mut inner = self.inner.borrow_mut();
+            let mut inner = session.borrow_mut();
             if inner.closed.is_some() {
                 return Err(inner.closed_error());
             }
@@ -601,21 +857,22 @@ impl Tunnel {
         match answer.await {
             Ok(Ok(())) => Ok(TunnelStream {
                 handle: StreamHandle {
-                    inner: Rc::clone(&self.inner),
+                    inner: Rc::clone(&session),
                     id,
                     port,
                     slot,
                 },
             }),
             Ok(Err(e)) => Err(e),
-            Err(oneshot::Canceled) => Err(self.inner.borrow().closed_error()),
+            Err(oneshot::Canceled) => Err(session.borrow().closed_error()),
         }
     }
 
     /// Measures the round trip to the agent through the tunnel, in milliseconds.
     pub async fn ping_ms(&self) -> Result<f64, ClientError> {
+        let session = self.ready().await?;
         let answer = {
-            let mut inner = self.inner.borrow_mut();
+            let mut inner = session.borrow_mut();
             if inner.closed.is_some() {
                 return Err(inner.closed_error());
             }
@@ -630,30 +887,36 @@ impl Tunnel {
         };
         match answer.await {
             Ok(rtt) => Ok(rtt),
-            Err(oneshot::Canceled) => Err(self.inner.borrow().closed_error()),
+            Err(oneshot::Canceled) => Err(session.borrow().closed_error()),
         }
     }
 
     /// Byte counts, and the network path from the browser's `getStats()`.
     pub async fn stats(&self) -> Result<TunnelStats, ClientError> {
-        let pc = self.inner.borrow().pc.clone();
+        let session = self.inner();
+        let pc = session.borrow().pc.clone();
         let report = JsFuture::from(pc.get_stats())
             .await
             .map_err(|e| ClientError::webrtc("getStats", e))?;
         let (path, pair_rtt) = selected_path(&report);
-        let inner = self.inner.borrow();
+        let inner = session.borrow();
+        let (sent, received) = self.shared.earlier_bytes.get();
         Ok(TunnelStats {
             path,
             rtt_ms: inner.last_rtt.or(pair_rtt),
-            bytes_sent: inner.bytes_sent,
-            bytes_received: inner.bytes_received,
+            bytes_sent: sent + inner.bytes_sent,
+            bytes_received: received + inner.bytes_received,
+            state: self.state().as_str(),
         })
     }
 
     /// Closes the tunnel: every stream fails with "tunnel closed", the agent is told, and
     /// the peer connection is closed. Idempotent.
     pub fn close(&self) {
-        let mut inner = self.inner.borrow_mut();
+        self.set_state(TunnelState::Closed, None);
+        let session = self.inner();
+        let mut inner = session.borrow_mut();
+        inner.lost = None;
         if !inner.tunnel.is_closed() {
             inner
                 .tunnel
@@ -664,7 +927,7 @@ impl Tunnel {
 
     /// Whether the tunnel is closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.borrow().closed.is_some()
+        self.state() == TunnelState::Closed
     }
 }
 
@@ -742,6 +1005,11 @@ pub(crate) struct StreamHandle {
 }
 
 impl StreamHandle {
+    /// Whether the stream ended or the agent finished sending: nothing more comes from it.
+    pub(crate) fn is_done(&self) -> bool {
+        let slot = self.slot.borrow();
+        slot.fin || slot.ended.is_some()
+    }
     /// The stream's end as a read or write error, if it ended.
     fn ended(&self) -> Option<Result<(), ClientError>> {
         self.slot.borrow().ended.clone()
@@ -858,6 +1126,11 @@ pub struct TunnelStream {
 impl TunnelStream {
     pub(crate) fn handle(&self) -> StreamHandle {
         self.handle.clone()
+    }
+
+    /// Whether the stream ended or the workspace side finished sending.
+    pub fn is_done(&self) -> bool {
+        self.handle.is_done()
     }
 
     /// The stream's id within the tunnel.

@@ -10,13 +10,17 @@
 //! - [`signal`]: the JSON messages exchanged with burrowd's signaling broker.
 //! - [`turn_auth`]: TURN REST credentials (coturn's `use-auth-secret` scheme).
 //! - [`http1`] and [`websocket`]: the HTTP/1.1 and WebSocket (RFC 6455) client codecs the
-//!   browser client speaks to workspace apps over tunnelled streams.
+//!   browser client speaks to workspace apps over tunnelled streams; [`cookies`] and
+//!   [`redirect`] hold the rest of its HTTP client's logic (a cookie jar per app,
+//!   following redirects as `fetch` does).
 //!
 //! Time comes in as arguments (milliseconds from a clock the caller owns) and bytes come
 //! in and go out as buffers: the caller moves them between sockets or browser APIs.
 
+pub mod cookies;
 pub mod frame;
 pub mod http1;
+pub mod redirect;
 pub mod signal;
 pub mod tunnel;
 pub mod turn_auth;
