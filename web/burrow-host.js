@@ -63,10 +63,12 @@ export class BurrowHost {
       this.tunnels.set(workspace, t);
       t.then(
         (tunnel) => {
-          tunnel.addEventListener?.("statechange", () => {
+          // The tunnel reconnects on its own; once "closed" it is dropped, and the next
+          // request connects a new one.
+          tunnel.onstatechange = () => {
             if (tunnel.closed && this.tunnels.get(workspace) === t) this.tunnels.delete(workspace);
             this.listeners.forEach((fn) => fn(workspace, tunnel));
-          });
+          };
           this.listeners.forEach((fn) => fn(workspace, tunnel));
         },
         () => {
