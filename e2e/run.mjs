@@ -240,6 +240,35 @@ async function main() {
     }
   });
 
+  await test("a stopped service worker gets its port again from the dashboard; with no dashboard, a 503 page", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      // Chrome stops idle service workers; the next request starts a fresh one with no ports.
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("ServiceWorker.enable");
+      await cdp.send("ServiceWorker.stopAllWorkers");
+      const again = await f.evaluate(async () => {
+        const r = await fetch("small");
+        return [r.status, (await r.arrayBuffer()).byteLength];
+      });
+      assert(again[0] === 200 && again[1] === 1024, `after the worker stopped: ${again}`);
+      // The dashboard closes: nothing owns a tunnel, and the app's page says so, promptly.
+      const tab = await context.newPage();
+      await page.close();
+      const started = Date.now();
+      const res = await tab.goto(`${stack.url}/@dev/apps/${stack.app.port}/`, { timeout: 30000 });
+      const text = await tab.locator("#burrow-error").innerText();
+      log(`without a dashboard: ${res.status()} after ${Date.now() - started} ms: ${text}`);
+      assert(res.status() === 503, `status ${res.status()}`);
+      assert(text.includes("no Burrow dashboard window"), "the page says why");
+    } finally {
+      await context.close();
+    }
+  });
+
   await test(`a ${DOWNLOAD_MIB} MiB download through the service worker arrives intact and streamed`, async () => {
     const { context, page } = await newDashboard();
     try {
