@@ -136,9 +136,9 @@ export class BurrowHost {
     } catch (err) {
       this.counters.failures++;
       reply.postMessage({ type: "error", message: String(err?.message ?? err) });
-    } finally {
-      reply.close();
     }
+    // The reply port is left for the worker to close: closing it here could let its
+    // "close" event overtake the response message.
   }
 
   // A WebSocket for an app page that is not in a frame of this window (its own tab): the
