@@ -98,3 +98,86 @@ async fn app_boot(UrlPath(params): UrlPath<Vec<(String, String)>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    async fn get(router: Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let r = router
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let (parts, body) = r.into_parts();
+        let body = to_bytes(body, 1 << 20).await.expect("body");
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn app_paths_get_only_the_static_boot_page() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for path in [
+            "/@dev/apps/8080",
+            "/@dev/apps/8080/",
+            "/@dev/apps/8080/static/x.js?v=1",
+        ] {
+            let (status, headers, body) = get(router(dir.path()), path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(body, APP_BOOT_HTML, "{path}");
+            assert_eq!(
+                headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+                Some(&b"no-store"[..])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn paths_shaped_unlike_an_app_scope_are_not_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for path in [
+            "/dev/apps/8080/",
+            "/@/apps/8080/",
+            "/@dev/apps/0/",
+            "/@dev/apps/x/",
+        ] {
+            let (status, _, _) = get(router(dir.path()), path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_service_worker_may_control_the_whole_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (status, headers, body) = get(router(dir.path()), "/burrow-sw.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, SERVICE_WORKER_JS);
+        assert_eq!(
+            headers.get("service-worker-allowed").map(|v| v.as_bytes()),
+            Some(&b"/"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn built_packages_are_served_from_the_web_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("pkg/client")).expect("mkdir");
+        std::fs::write(dir.path().join("pkg/client/burrow_client.js"), "export {}").expect("write");
+        let (status, headers, body) = get(router(dir.path()), "/pkg/client/burrow_client.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "export {}");
+        assert_eq!(
+            headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"no-cache"[..])
+        );
+        let (status, _, _) = get(router(dir.path()), "/pkg/../Cargo.toml").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!packages_built(dir.path()));
+    }
+}
