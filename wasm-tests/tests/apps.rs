@@ -519,6 +519,12 @@ async fn open_ws(tunnel: &Tunnel, protocols: JsValue) -> JsValue {
         .web_socket_js(&ws_url(), protocols, JsValue::UNDEFINED)
         .expect("webSocket");
     assert_eq!(ready_state(&ws), 0);
+    // As the browser's WebSocket: no sending before the handshake completed.
+    let err = call(&ws, "send", &["too early".into()]).expect_err("send while connecting");
+    assert_eq!(
+        get(&err, "name").as_string().as_deref(),
+        Some("InvalidStateError")
+    );
     JsFuture::from(next_event(&ws, "open", 20_000))
         .await
         .expect("open event");

@@ -279,3 +279,24 @@ async fn lost_connection_fails_open_streams_and_reconnects_for_new_ones() {
         ["reconnecting", "connected", "closed"]
     );
 }
+
+#[wasm_bindgen_test]
+async fn refused_reconnection_closes_the_tunnel_with_burrowds_reason() {
+    let tunnel = connect(options()).await;
+    let recorder = state_recorder();
+    tunnel.set_on_state_change(Some(recorder.clone()));
+    // As if the user's token were revoked while the tunnel was up.
+    tunnel.danger_set_token("revoked-token");
+    tunnel.danger_drop_connection();
+    let err = match tunnel.open(echo_port()).await {
+        Ok(_) => panic!("a dial must fail once reconnecting was refused"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().starts_with("unauthorized: "), "{err}");
+    assert_eq!(tunnel.state(), TunnelState::Closed);
+    assert!(tunnel.is_closed());
+    wasm_bindgen_futures::JsFuture::from(sleep(50))
+        .await
+        .expect("sleep");
+    assert_eq!(recorded_states(&recorder), ["reconnecting", "closed"]);
+}

@@ -149,7 +149,9 @@ impl Tunnel {
     /// bodies decoded; the tunnel's cookie jar for the port used unless
     /// `request.credentials` is "omit"; `request.signal` aborts (the stream is reset and
     /// the promise, or the body, fails with the signal's reason). The URL's host is only
-    /// the default `Host` header: `init.host` replaces it.
+    /// the default `Host` header: `init.host` replaces it. The scheme only picks the
+    /// default port (80 for http:, 443 for https:): the tunnel is already encrypted end to
+    /// end, so the app is always spoken to in plain HTTP/1.1.
     #[wasm_bindgen(js_name = fetch, unchecked_return_type = "Promise<Response>")]
     pub fn fetch_js(
         &self,

@@ -379,7 +379,8 @@ pub const RECONNECT_DELAYS_MS: [u32; 5] = [250, 1_000, 2_000, 4_000, 8_000];
 
 /// What a tunnel's clones share beyond the connection.
 struct Shared {
-    opts: ConnectOptions,
+    /// What reconnections ask burrowd with.
+    opts: RefCell<ConnectOptions>,
     state: Cell<TunnelState>,
     /// Why the tunnel closed for good, if reconnecting failed.
     error: RefCell<Option<ClientError>>,
@@ -419,7 +420,7 @@ impl Tunnel {
         let tunnel = Tunnel {
             session: Rc::new(RefCell::new(inner)),
             shared: Rc::new(Shared {
-                opts,
+                opts: RefCell::new(opts),
                 state: Cell::new(TunnelState::Connected),
                 error: RefCell::new(None),
                 on_state: RefCell::new(None),
@@ -525,12 +526,23 @@ impl Tunnel {
         self.inner().borrow().closed_error()
     }
 
+    /// Makes later reconnections use `token`, to exercise a refused reconnection. For
+    /// tests.
+    #[doc(hidden)]
+    pub fn danger_set_token(&self, token: &str) {
+        self.shared.opts.borrow_mut().token = token.to_owned();
+    }
+
     /// Drops the current connection as a network failure would (the data channel closes
     /// without a word to the agent), to exercise reconnection. For tests.
     #[doc(hidden)]
     pub fn danger_drop_connection(&self) {
-        let dc = self.inner().borrow().dc.clone();
-        dc.close();
+        let session = self.inner();
+        let mut inner = session.borrow_mut();
+        inner.dc.close();
+        // What the channel's close event does, at once, so that the test's next call
+        // already sees the loss.
+        inner.on_channel_closed("connection dropped (danger_drop_connection)");
     }
 }
 
@@ -564,7 +576,8 @@ async fn reconnect(weak: &WeakTunnel, why: String) {
         if tunnel.state() == TunnelState::Closed {
             return;
         }
-        match establish(&tunnel.shared.opts).await {
+        let opts = tunnel.shared.opts.borrow().clone();
+        match establish(&opts).await {
             Ok(inner) => {
                 if tunnel.state() == TunnelState::Closed {
                     return; // `inner` closes as it drops
@@ -834,7 +847,21 @@ async fn negotiate(
 impl Tunnel {
     /// Opens a stream to the workspace's `port`; resolves once the agent connected to it,
     /// or fails with the agent's reason ([`ClientError::Refused`]).
+    ///
+    /// While the tunnel reconnects, it waits for the new connection; a dial that the old
+    /// connection failed as it was being lost is tried once more on the new one.
     pub async fn open(&self, port: u16) -> Result<TunnelStream, ClientError> {
+        match self.open_once(port).await {
+            Err(ClientError::TunnelClosed(_) | ClientError::ConnectionLost(_))
+                if self.state() != TunnelState::Closed =>
+            {
+                self.open_once(port).await
+            }
+            result => result,
+        }
+    }
+
+    async fn open_once(&self, port: u16) -> Result<TunnelStream, ClientError> {
         let session = self.ready().await?;
         let (reply, answer) = oneshot::channel();
         let (id, slot) = {

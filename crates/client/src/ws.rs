@@ -28,6 +28,9 @@ use crate::error::{ClientError, describe};
 use crate::http::url_port;
 use crate::tunnel::{Tunnel, TunnelStream};
 
+/// How long the app may take to answer the opening handshake.
+const HANDSHAKE_TIMEOUT_MS: u32 = 30_000;
+
 /// How long a closing handshake may take before the stream is dropped.
 const CLOSE_TIMEOUT_MS: u32 = 10_000;
 
@@ -78,7 +81,8 @@ export class BurrowWebSocket extends EventTarget {
         }
         if (this._readyState >= 2) return;
         this._readyState = 2;
-        this._driver.close(code === undefined ? undefined : code, reason === undefined ? "" : String(reason));
+        // A Close without a code has no room for a reason (RFC 6455 section 5.5.1).
+        this._driver.close(code, code === undefined || reason === undefined ? "" : String(reason));
     }
     _open(protocol) {
         if (this._readyState === 0) this._readyState = 1;
@@ -366,10 +370,15 @@ impl Task {
             }
         };
         let handshake = std::pin::pin!(handshake);
+        let timeout = gloo_timers::future::TimeoutFuture::new(HANDSHAKE_TIMEOUT_MS);
         // The page may only close() while connecting (send() throws then).
-        match select(handshake, self.out.next()).await {
+        match select(handshake, select(self.out.next(), timeout)).await {
             Either::Left((result, _)) => result.map(Some),
-            Either::Right(_) => Ok(None),
+            Either::Right((Either::Left(_), _)) => Ok(None),
+            Either::Right((Either::Right(_), _)) => Err(ClientError::Timeout(format!(
+                "no WebSocket handshake answer within {} s",
+                HANDSHAKE_TIMEOUT_MS / 1000
+            ))),
         }
     }
 
@@ -485,6 +494,13 @@ impl Task {
                         }
                     },
                     Err(e) => {
+                        // RFC 6455 section 7.1.7: fail the connection with a Close saying
+                        // why; the writer sends it while the app gets a moment to hang up.
+                        let code = e.close_code().0;
+                        let _ = pongs.unbounded_send(Out::Close(Some(code), String::new()));
+                        let eof = async { while let Ok(Some(_)) = handle.read().await {} };
+                        let eof = std::pin::pin!(eof);
+                        select(eof, gloo_timers::future::TimeoutFuture::new(1_000)).await;
                         return End::Abnormal {
                             error: true,
                             why: format!("protocol error: {e}"),

@@ -73,6 +73,14 @@ impl CookieJar {
         if set_cookie.len() > MAX_COOKIE_LEN {
             return Err(CookieError::TooLong(set_cookie.len()));
         }
+        // RFC 6265's cookie-octets exclude controls; a CR or LF kept here would end up in
+        // a request's Cookie header.
+        if set_cookie
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err(CookieError::Parse("control character".into()));
+        }
         let text =
             std::str::from_utf8(set_cookie).map_err(|_| CookieError::Parse("not UTF-8".into()))?;
         let parsed = Cookie::parse(text).map_err(|e| CookieError::Parse(e.to_string()))?;
@@ -298,6 +306,14 @@ mod tests {
         ));
         assert!(matches!(
             jar.store(&[0xff, b'=', b'1'], "/", NOW),
+            Err(CookieError::Parse(_))
+        ));
+        assert!(matches!(
+            jar.store(b"a=1\r\nx: y", "/", NOW),
+            Err(CookieError::Parse(_))
+        ));
+        assert!(matches!(
+            jar.store(b"a=1\0", "/", NOW),
             Err(CookieError::Parse(_))
         ));
         let long = format!("a={}", "x".repeat(MAX_COOKIE_LEN));
