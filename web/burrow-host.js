@@ -111,6 +111,8 @@ export class BurrowHost {
     if (d?.burrow === "ws-connect" && reply) return this.serveWebSocket(d.workspace, reply);
     if (!d || d.burrow !== "fetch" || !reply) return;
     reply.postMessage({ type: "accepted" });
+    // Heartbeats while the app has not answered: the worker gives up on a silent window.
+    const beat = setInterval(() => reply.postMessage({ type: "waiting" }), 2000);
     try {
       const tunnel = await this.tunnel(d.workspace);
       const request = new Request(d.url, {
@@ -120,6 +122,7 @@ export class BurrowHost {
         redirect: d.redirect,
       });
       const response = await tunnel.fetch(request, { host: location.host });
+      clearInterval(beat);
       this.counters.requests++;
       this.mirrorCookies(tunnel, d.workspace, d.port);
       const body = response.body;
@@ -134,6 +137,7 @@ export class BurrowHost {
         body ? [body] : [],
       );
     } catch (err) {
+      clearInterval(beat);
       this.counters.failures++;
       reply.postMessage({ type: "error", message: String(err?.message ?? err) });
     }

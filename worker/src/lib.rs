@@ -11,6 +11,7 @@
 //! SW  -> port:  {burrow: "fetch", workspace, port, url, method, headers, body, redirect,
 //!                navigate}                                            + reply port
 //! window -> reply port:  {type: "accepted"}   at once, proving the port is alive
+//! window -> reply port:  {type: "waiting"}    every 2 s until the app answers
 //! window -> reply port:  {type: "response", status, statusText, headers, body}
 //!                        (body: a transferred ReadableStream, or null)
 //!                     |  {type: "error", message}

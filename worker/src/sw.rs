@@ -27,6 +27,10 @@ const ACK_WAIT: Duration = Duration::from_secs(3);
 /// How long the window gets to deliver response headers, including connecting the
 /// tunnel. Bounded so a request never hangs.
 const HEAD_WAIT: Duration = Duration::from_secs(90);
+/// The window says "waiting" every 2 s while the app has not answered; this long without
+/// a word means the window died after accepting (a closed page's port need not fire
+/// `close`), and the request fails instead of waiting out [`HEAD_WAIT`].
+const BEAT_WAIT: Duration = Duration::from_secs(6);
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
@@ -295,10 +299,17 @@ async fn exchange(port: &MessagePort, msg: &Object) -> Result<JsValue, SwError> 
     let first = next_message(&mut rx, ACK_WAIT).await;
     let result = match first {
         Next::Message(m) if get_str(&m, "type").as_deref() == Some("accepted") => {
-            match next_message(&mut rx, HEAD_WAIT).await {
-                Next::Message(m) => reply_to_result(m),
-                Next::Closed => Err(SwError::WindowGone),
-                Next::TimedOut => Err(SwError::HeadTimeout(HEAD_WAIT)),
+            let deadline = js_sys::Date::now() + HEAD_WAIT.as_secs_f64() * 1000.0;
+            loop {
+                match next_message(&mut rx, BEAT_WAIT).await {
+                    Next::Message(m) if get_str(&m, "type").as_deref() == Some("waiting") => {
+                        if js_sys::Date::now() > deadline {
+                            break Err(SwError::HeadTimeout(HEAD_WAIT));
+                        }
+                    }
+                    Next::Message(m) => break reply_to_result(m),
+                    Next::Closed | Next::TimedOut => break Err(SwError::WindowGone),
+                }
             }
         }
         Next::Message(m) => reply_to_result(m),
