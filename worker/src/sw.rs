@@ -210,6 +210,11 @@ async fn forward(
         match exchange(&port, &msg).await {
             Ok(reply) => return build_response(&reply, target, &method, page_host),
             Err(SwError::NoAck) => forget_port(&target.workspace, &port),
+            // The window died after accepting: safe to ask another window only when
+            // repeating the request cannot repeat its effect.
+            Err(SwError::WindowGone) if method == "GET" || method == "HEAD" => {
+                forget_port(&target.workspace, &port)
+            }
             Err(e) => return Err(e),
         }
     }
