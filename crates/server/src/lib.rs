@@ -17,6 +17,7 @@ pub mod relay;
 pub mod secret;
 pub mod server;
 mod signaling;
+pub mod web;
 
 pub use admin::{admin_add_user, admin_add_workspace, admin_audit, format_audit_table};
 pub use api::{AppState, IceConfig, Timing, TurnConfig, app};

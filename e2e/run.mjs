@@ -1,0 +1,432 @@
+// Browser end-to-end tests (npm run e2e): the dashboard, the service worker and code-server
+// through a real tunnel, in headless Chromium. See e2e/harness.mjs for what is started.
+//
+// Each test prints PASS or FAIL; the exit status is 1 if any failed. Nothing is skipped.
+import fs from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import {
+  artifactsDir, audit, chromiumArgs, chromiumPath, log, root, rssKiB, run, startStack, stopAll, tail, waitFor,
+} from "./harness.mjs";
+
+// Tolerances of the memory test: after 1,000 fetches and a forced GC, the page's JS heap and
+// the agent's RSS must be back within these of where they were after the warm-up.
+const HEAP_TOLERANCE_BYTES = 8 * 1024 * 1024;
+const AGENT_RSS_TOLERANCE_KIB = 24 * 1024;
+const DOWNLOAD_MIB = 100;
+
+const results = [];
+// For working on one test: E2E_ONLY=<regex>. The run then fails (exit 1) so a filtered run
+// is never mistaken for a full pass.
+const only = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY) : null;
+async function test(name, fn) {
+  if (only && !only.test(name)) {
+    results.push([`${name} (not selected by E2E_ONLY)`, false]);
+    return;
+  }
+  const started = Date.now();
+  log(`RUN  ${name}`);
+  try {
+    await fn();
+    results.push([name, true]);
+    log(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push([name, false]);
+    log(`FAIL ${name}: ${e.stack || e}`);
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+let stack;
+let browser;
+
+async function newDashboard({ relay = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") log(`console.${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => log(`pageerror: ${e.message}`));
+  await page.goto(`${stack.url}/#token=${stack.token}${relay ? "&relay=1" : ""}`);
+  return { context, page };
+}
+
+async function openApp(page, port) {
+  const button = page.locator(`button[data-open="dev:${port}"]`);
+  await button.waitFor({ state: "visible", timeout: 30000 });
+  await waitFor("the workspace online in the dashboard", () => button.isEnabled(), 30000);
+  await button.click();
+  await page.waitForFunction(
+    (p) => document.querySelector("#app")?.getAttribute("src")?.includes(`/apps/${p}/`),
+    port,
+    { timeout: 60000 },
+  );
+  return page.frameLocator("#app");
+}
+
+async function appFrame(page, port) {
+  return waitFor("the app frame", () => page.frames().find((f) => f.url().includes(`/apps/${port}/`) && !f.isDetached()), 30000);
+}
+
+async function codeServerThroughTunnel({ relay }) {
+  const { context, page } = await newDashboard({ relay });
+  try {
+    const frame = await openApp(page, stack.codeServerPort);
+    // The workbench renders and its explorer lists the workspace's files.
+    await frame.locator(".monaco-workbench").waitFor({ timeout: 120000 });
+    const fileRow = frame.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" });
+    await fileRow.waitFor({ timeout: 120000 });
+    assert(await frame.locator(".explorer-folders-view .monaco-list-row", { hasText: "README.md" }).count() === 1,
+      "README.md in the explorer");
+
+    // Open, edit, save; the file on disk changes.
+    const marker = `edited through burrow ${relay ? "relay" : "direct"} ${Date.now()}`;
+    await fileRow.click();
+    const editor = frame.locator(".editor-instance .monaco-editor .view-lines");
+    await editor.waitFor({ timeout: 60000 });
+    await frame.locator(".monaco-editor .view-line", { hasText: "hello from the workspace" }).waitFor({ timeout: 60000 });
+    await editor.click();
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type(marker);
+    await page.keyboard.press("Control+s");
+    const file = path.join(stack.folder, "hello.txt");
+    await waitFor("the saved file on disk", () => fs.readFileSync(file, "utf8").includes(marker), 30000);
+
+    // A command typed into the integrated terminal runs in the workspace.
+    const made = `from-terminal-${relay ? "relay" : "direct"}-${Date.now()}`;
+    await page.keyboard.press("Control+Backquote");
+    const term = frame.locator(".terminal-wrapper .xterm");
+    await term.waitFor({ timeout: 60000 });
+    await term.click();
+    // The terminal draws on a canvas (no text to wait on for the prompt) and keystrokes typed
+    // before its shell runs can be lost, so the command is typed again, a bounded number of
+    // times, until its file appears (touch is idempotent).
+    let created = false;
+    for (let attempt = 0; attempt < 6 && !created; attempt++) {
+      await term.click();
+      await page.keyboard.type(`touch ${made}`);
+      await page.keyboard.press("Enter");
+      created = await waitFor("the file the terminal created", () => fs.existsSync(path.join(stack.folder, made)), 10000)
+        .then(() => true, () => false);
+    }
+    assert(created, `the terminal command created ${made} in the workspace`);
+
+    // Everything went through the tunnel: the frame's WebSocket is the tunnelled one, the host
+    // served the frame's requests and both of code-server's WebSockets, the path is as asked.
+    const f = await appFrame(page, stack.codeServerPort);
+    assert(await f.evaluate(() => window.WebSocket.__burrow === true), "the frame's WebSocket is the tunnelled one");
+    const counters = await page.evaluate(() => ({ ...window.__burrowHost.counters }));
+    log("host counters", JSON.stringify(counters));
+    assert(counters.requests >= 20, `code-server's HTTP requests went through the tunnel (${counters.requests})`);
+    assert(counters.webSockets >= 2, `both code-server WebSockets went through the tunnel (${counters.webSockets})`);
+    const pathShown = await page.locator("#conn-path").getAttribute("data-path");
+    assert(pathShown === (relay ? "relay" : "direct"), `the dashboard shows path ${pathShown}`);
+    const stats = await page.evaluate(() => window.__burrowHost.tunnel("dev").then((t) => t.stats()));
+    assert(stats.path === (relay ? "relay" : "direct"), `tunnel path ${stats.path}`);
+    assert(stats.bytesReceived > 1_000_000, `tunnel received ${stats.bytesReceived} bytes`);
+
+    if (!relay) {
+      fs.mkdirSync(artifactsDir, { recursive: true });
+      const shot = path.join(artifactsDir, "dashboard.png");
+      await page.screenshot({ path: shot });
+      console.log(`dashboard screenshot: ${shot}`);
+    }
+  } finally {
+    await context.close();
+  }
+  // Closing the page ended the tunnel: the agent reports its streams, and burrowd's audit log
+  // shows streams to code-server's port that carried the workbench (bytes both ways).
+  const rows = await waitFor("audit rows for code-server's port", () => {
+    const r = audit(stack).filter((a) => a.port === stack.codeServerPort && a.path === (relay ? "relay" : "direct"));
+    return r.some((a) => a.bytes_to_client > 100_000) && r.length >= 2 ? r : null;
+  }, 30000);
+  log(`audit: ${rows.length} ${relay ? "relayed" : "direct"} streams to code-server, ${rows.reduce((n, a) => n + a.bytes_to_client, 0)} bytes to the browser`);
+}
+
+async function main() {
+  // E2E_NO_BUILD=1 uses what is built (for iterating on the tests).
+  if (!process.env.E2E_NO_BUILD) {
+    log("building burrowd, burrow-agent and the web packages");
+    run("cargo", ["build", "--bins", "-p", "burrow-server", "-p", "burrow-agent"], { cwd: root, stdio: "inherit" });
+    run("bash", ["scripts/build-web.sh"], { cwd: root, stdio: "inherit" });
+  }
+  stack = await startStack();
+  log(`stack up: burrowd ${stack.url}, code-server :${stack.codeServerPort}, test app :${stack.app.port}, work ${stack.work}`);
+  browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
+
+  await test("burrowd has no route that reaches an app", async () => {
+    // A plain HTTP client (no service worker) asking burrowd for app paths gets the static
+    // boot page, never the app.
+    for (const p of ["/", "/healthz", "/static/x.js", "/bytes?mib=1"]) {
+      for (const port of [stack.codeServerPort, stack.app.port]) {
+        const r = await fetch(`${stack.url}/@dev/apps/${port}${p}`, { redirect: "manual" });
+        const body = await r.text();
+        assert(body.includes("Starting the Burrow service worker"), `${port}${p} answered with the boot page`);
+        assert(!body.includes("test app") && !body.includes("code-server"), `${port}${p} is not the app`);
+      }
+    }
+    const post = await fetch(`${stack.url}/@dev/apps/${stack.app.port}/echo`, { method: "POST", body: "x" });
+    assert(post.status === 405 || post.status === 404, `POST to an app path is refused (${post.status})`);
+  });
+
+  await test("HTTP semantics through the service worker: methods, bodies, redirects, cookies, gzip, HEAD, status", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      const r = await f.evaluate(async () => {
+        const out = {};
+        const echo = await fetch("echo", { method: "POST", body: "ping through the tunnel", headers: { "content-type": "text/x-test" } });
+        out.echo = [echo.status, await echo.text(), echo.headers.get("content-type")];
+        const put = await fetch("echo", { method: "PUT", body: new Uint8Array([1, 2, 3]) });
+        out.put = [...new Uint8Array(await put.arrayBuffer())];
+        const gz = await fetch("gzip");
+        out.gzip = [(await gz.text()).startsWith("decoded by the tunnel"), gz.headers.get("content-encoding")];
+        const red = await fetch("redirect");
+        out.redirect = [red.status, red.redirected, (await red.arrayBuffer()).byteLength];
+        const manual = await fetch("redirect", { redirect: "manual" });
+        out.manual = manual.type;
+        const head = await fetch("small", { method: "HEAD" });
+        out.head = [head.status, (await head.arrayBuffer()).byteLength];
+        const missing = await fetch("nope");
+        out.missing = missing.status;
+        await fetch("cookie");
+        const again = await fetch("cookie");
+        out.cookieSent = await again.text();
+        out.documentCookie = document.cookie;
+        out.shim = window.WebSocket.__burrow === true;
+        return out;
+      });
+      log("http results", JSON.stringify(r));
+      assert(r.echo[0] === 200 && r.echo[1] === "ping through the tunnel" && r.echo[2] === "text/x-test", "POST echo");
+      assert(JSON.stringify(r.put) === "[1,2,3]", "PUT echo");
+      assert(r.gzip[0] && r.gzip[1] === null, "gzip decoded, Content-Encoding dropped");
+      assert(r.redirect[0] === 200 && r.redirect[2] === 1024, "redirect followed");
+      assert(r.manual === "opaqueredirect", "manual redirect");
+      assert(r.head[0] === 200 && r.head[1] === 0, "HEAD has no body");
+      assert(r.missing === 404, "404 passes through");
+      assert(r.cookieSent.includes("visible=yes") && r.cookieSent.includes("secret=no"), "the jar sends cookies back");
+      assert(r.documentCookie.includes("visible=yes") && !r.documentCookie.includes("secret"), "non-HttpOnly cookies mirrored");
+      assert(r.shim, "the page got the WebSocket shim");
+    } finally {
+      await context.close();
+    }
+  });
+
+  await test("code-server through the tunnel (direct): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: false }));
+  await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: true }));
+
+  await test("code-server in a tab of its own: WebSockets brokered by the service worker to the dashboard", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      // The dashboard is open (it owns the tunnel); the app is not in its frame.
+      await page.locator(`button[data-open="dev:${stack.codeServerPort}"]`).waitFor({ timeout: 30000 });
+      await page.evaluate(() => window.__burrowHost.tunnel("dev"));
+      const before = await page.evaluate(() => window.__burrowHost.counters.webSockets);
+      const tab = await context.newPage();
+      tab.on("pageerror", (e) => log(`tab pageerror: ${e.message}`));
+      await tab.goto(`${stack.url}/@dev/apps/${stack.codeServerPort}/`);
+      await tab.locator(".monaco-workbench").waitFor({ timeout: 120000 });
+      await tab.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" }).waitFor({ timeout: 120000 });
+      assert(await tab.evaluate(() => window.WebSocket.__burrow === true && window.top === window), "a top-level page with the tunnelled WebSocket");
+      const after = await page.evaluate(() => window.__burrowHost.counters.webSockets);
+      assert(after - before >= 2, `the tab's WebSockets went through the dashboard's tunnel (${after - before})`);
+    } finally {
+      await context.close();
+    }
+  });
+
+  await test("a stopped service worker gets its port again from the dashboard; with no dashboard, a 503 page", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      // Chrome stops idle service workers; the next request starts a fresh one with no ports.
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("ServiceWorker.enable");
+      await cdp.send("ServiceWorker.stopAllWorkers");
+      const again = await f.evaluate(async () => {
+        const r = await fetch("small");
+        return [r.status, (await r.arrayBuffer()).byteLength];
+      });
+      assert(again[0] === 200 && again[1] === 1024, `after the worker stopped: ${again}`);
+      // The dashboard closes: nothing owns a tunnel, and the app's page says so, promptly.
+      const tab = await context.newPage();
+      await page.close();
+      const started = Date.now();
+      const res = await tab.goto(`${stack.url}/@dev/apps/${stack.app.port}/`, { timeout: 30000 });
+      const text = await tab.locator("#burrow-error").innerText();
+      log(`without a dashboard: ${res.status()} after ${Date.now() - started} ms: ${text}`);
+      assert(res.status() === 503, `status ${res.status()}`);
+      assert(text.includes("no Burrow dashboard window"), "the page says why");
+    } finally {
+      await context.close();
+    }
+  });
+
+  await test(`a ${DOWNLOAD_MIB} MiB download through the service worker arrives intact and streamed`, async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      await f.addScriptTag({ content: SHA256_JS });
+      // The app sends the first MiB and holds the rest until /go: if the service worker or
+      // the tunnel buffered the whole body, the page would never see a byte and this would
+      // time out.
+      const r = await f.evaluate(async (mib) => {
+        const id = String(Math.random());
+        const started = performance.now();
+        const res = await fetch(`bytes?mib=${mib}&id=${id}`);
+        const reader = res.body.getReader();
+        const hash = new self.Sha256();
+        let n = 0, firstAt = 0, released = false;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (!firstAt) firstAt = performance.now() - started;
+          hash.update(value);
+          n += value.byteLength;
+          if (!released && n >= 1024 * 1024) {
+            released = true;
+            const go = await fetch(`go?id=${id}`);
+            if (go.status !== 204) throw new Error(`go: ${go.status}`);
+          }
+        }
+        return { n, firstAt, total: performance.now() - started, sha256: hash.hex() };
+      }, DOWNLOAD_MIB);
+      log(`download: ${r.n} bytes, first bytes after ${r.firstAt.toFixed(0)} ms, all after ${r.total.toFixed(0)} ms (${(r.n / 1048576 / (r.total / 1000)).toFixed(1)} MiB/s)`);
+      assert(r.n === DOWNLOAD_MIB * 1024 * 1024, `received ${r.n} bytes`);
+      assert(r.sha256 === stack.app.expectedDigest(DOWNLOAD_MIB), "sha256 matches");
+      // For comparison (logged, not asserted): the same bytes read with tunnel.fetch in the
+      // dashboard window, without the service worker hop.
+      const direct = await page.evaluate(async ({ port, mib }) => {
+        const t = await window.__burrowHost.tunnel("dev");
+        const id = String(Math.random());
+        const started = performance.now();
+        const res = await t.fetch(`http://localhost:${port}/bytes?mib=${mib}&id=${id}`);
+        const reader = res.body.getReader();
+        let n = 0, released = false;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          n += value.byteLength;
+          if (!released && n >= 1024 * 1024) {
+            released = true;
+            await t.fetch(`http://localhost:${port}/go?id=${id}`);
+          }
+        }
+        return { n, total: performance.now() - started };
+      }, { port: stack.app.port, mib: 32 });
+      log(`tunnel.fetch in the window, no service worker: ${direct.n} bytes in ${direct.total.toFixed(0)} ms (${(direct.n / 1048576 / (direct.total / 1000)).toFixed(1)} MiB/s)`);
+    } finally {
+      await context.close();
+    }
+  });
+
+  await test("after 1,000 fetches the page heap and the agent's RSS are back near the start", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("HeapProfiler.enable");
+      const burst = (count) => f.evaluate(async (count) => {
+        for (let i = 0; i < count; i += 10) {
+          const batch = [];
+          for (let j = 0; j < 10; j++) batch.push(fetch(`small?i=${i + j}`).then((r) => r.arrayBuffer()));
+          for (const b of await Promise.all(batch)) if (b.byteLength !== 1024) throw new Error("short body");
+        }
+      }, count);
+      const measure = async () => {
+        for (let i = 0; i < 3; i++) await cdp.send("HeapProfiler.collectGarbage");
+        const { usedSize } = await cdp.send("Runtime.getHeapUsage");
+        return { heap: usedSize, rss: rssKiB(stack.agent.pid) };
+      };
+      await burst(100); // warm-up: code paths compiled, pools filled
+      const before = await measure();
+      await burst(1000);
+      const after = await measure();
+      log(`memory: page heap ${before.heap} -> ${after.heap} bytes, agent RSS ${before.rss} -> ${after.rss} KiB`);
+      assert(after.heap - before.heap < HEAP_TOLERANCE_BYTES, `page heap grew ${after.heap - before.heap} bytes (tolerance ${HEAP_TOLERANCE_BYTES})`);
+      assert(after.rss - before.rss < AGENT_RSS_TOLERANCE_KIB, `agent RSS grew ${after.rss - before.rss} KiB (tolerance ${AGENT_RSS_TOLERANCE_KIB})`);
+    } finally {
+      await context.close();
+    }
+  });
+}
+
+// A streaming SHA-256 for the page (WebCrypto digests only whole buffers).
+const SHA256_JS = `
+self.Sha256 = class {
+  constructor() {
+    this.h = new Uint32Array([0x6a09e667,0xbb67ae85,0x3c6ef372,0xa54ff53a,0x510e527f,0x9b05688c,0x1f83d9ab,0x5be0cd19]);
+    this.buf = new Uint8Array(64); this.fill = 0; this.len = 0; this.w = new Uint32Array(64);
+  }
+  static K = new Uint32Array([0x428a2f98,0x71374491,0xb5c0fbcf,0xe9b5dba5,0x3956c25b,0x59f111f1,0x923f82a4,0xab1c5ed5,0xd807aa98,0x12835b01,0x243185be,0x550c7dc3,0x72be5d74,0x80deb1fe,0x9bdc06a7,0xc19bf174,0xe49b69c1,0xefbe4786,0x0fc19dc6,0x240ca1cc,0x2de92c6f,0x4a7484aa,0x5cb0a9dc,0x76f988da,0x983e5152,0xa831c66d,0xb00327c8,0xbf597fc7,0xc6e00bf3,0xd5a79147,0x06ca6351,0x14292967,0x27b70a85,0x2e1b2138,0x4d2c6dfc,0x53380d13,0x650a7354,0x766a0abb,0x81c2c92e,0x92722c85,0xa2bfe8a1,0xa81a664b,0xc24b8b70,0xc76c51a3,0xd192e819,0xd6990624,0xf40e3585,0x106aa070,0x19a4c116,0x1e376c08,0x2748774c,0x34b0bcb5,0x391c0cb3,0x4ed8aa4a,0x5b9cca4f,0x682e6ff3,0x748f82ee,0x78a5636f,0x84c87814,0x8cc70208,0x90befffa,0xa4506ceb,0xbef9a3f7,0xc67178f2]);
+  block(p, o) {
+    const w = this.w, K = Sha256.K, h = this.h;
+    for (let i = 0; i < 16; i++) w[i] = (p[o+4*i]<<24)|(p[o+4*i+1]<<16)|(p[o+4*i+2]<<8)|p[o+4*i+3];
+    for (let i = 16; i < 64; i++) {
+      const a = w[i-15], b = w[i-2];
+      const s0 = ((a>>>7)|(a<<25))^((a>>>18)|(a<<14))^(a>>>3);
+      const s1 = ((b>>>17)|(b<<15))^((b>>>19)|(b<<13))^(b>>>10);
+      w[i] = (w[i-16] + s0 + w[i-7] + s1) | 0;
+    }
+    let A=h[0],B=h[1],C=h[2],D=h[3],E=h[4],F=h[5],G=h[6],H=h[7];
+    for (let i = 0; i < 64; i++) {
+      const S1 = ((E>>>6)|(E<<26))^((E>>>11)|(E<<21))^((E>>>25)|(E<<7));
+      const t1 = (H + S1 + ((E&F)^(~E&G)) + K[i] + w[i]) | 0;
+      const S0 = ((A>>>2)|(A<<30))^((A>>>13)|(A<<19))^((A>>>22)|(A<<10));
+      const t2 = (S0 + ((A&B)^(A&C)^(B&C))) | 0;
+      H=G; G=F; F=E; E=(D+t1)|0; D=C; C=B; B=A; A=(t1+t2)|0;
+    }
+    h[0]+=A; h[1]+=B; h[2]+=C; h[3]+=D; h[4]+=E; h[5]+=F; h[6]+=G; h[7]+=H;
+  }
+  update(d) {
+    let i = 0; this.len += d.length;
+    if (this.fill) {
+      while (this.fill < 64 && i < d.length) this.buf[this.fill++] = d[i++];
+      if (this.fill < 64) return;
+      this.block(this.buf, 0); this.fill = 0;
+    }
+    for (; i + 64 <= d.length; i += 64) this.block(d, i);
+    while (i < d.length) this.buf[this.fill++] = d[i++];
+  }
+  hex() {
+    const bits = this.len * 8;
+    const pad = new Uint8Array(((this.fill < 56) ? 56 : 120) - this.fill + 8);
+    pad[0] = 0x80;
+    const hi = Math.floor(bits / 2**32), lo = bits >>> 0;
+    const n = pad.length;
+    pad[n-8]=hi>>>24; pad[n-7]=hi>>>16; pad[n-6]=hi>>>8; pad[n-5]=hi; pad[n-4]=lo>>>24; pad[n-3]=lo>>>16; pad[n-2]=lo>>>8; pad[n-1]=lo;
+    this.update(pad);
+    return [...this.h].map((x) => (x>>>0).toString(16).padStart(8, "0")).join("");
+  }
+};`;
+
+let failed = false;
+try {
+  await main();
+} catch (e) {
+  failed = true;
+  log(`harness failed: ${e.stack || e}`);
+} finally {
+  await browser?.close().catch(() => {});
+  if (stack && (failed || results.some(([, ok]) => !ok))) {
+    for (const c of [stack.server, stack.agent, stack.codeServer]) {
+      console.log(`\n--- last lines of ${c.logPath} ---\n${tail(c.logPath)}`);
+    }
+  }
+  await stopAll();
+  if (stack && !failed && results.every(([, ok]) => ok)) fs.rmSync(stack.work, { recursive: true, force: true });
+}
+console.log("\nbrowser e2e results:");
+for (const [name, ok] of results) console.log(`  ${ok ? "PASS" : "FAIL"}  ${name}`);
+process.exit(failed || results.length === 0 || results.some(([, ok]) => !ok) ? 1 : 0);

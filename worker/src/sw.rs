@@ -1,0 +1,499 @@
+//! The service worker's event handlers (Wasm only). See the crate docs for the protocol.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::{FutureExt as _, StreamExt as _, future, pin_mut};
+use gloo_events::EventListener;
+use gloo_timers::future::TimeoutFuture;
+use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast as _, JsValue, prelude::wasm_bindgen};
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
+use web_sys::{
+    Client, ClientQueryOptions, ClientType, ExtendableMessageEvent, FetchEvent, Headers,
+    MessageChannel, MessageEvent, MessagePort, ReadableStream, Request, RequestMode, Response,
+    ResponseInit, ServiceWorkerGlobalScope, Url,
+};
+
+use crate::scope::{AppTarget, HtmlInjector, WS_SHIM_PATH, parse_app_path, rewrite_location};
+
+/// How long a window gets to hand over a port for a workspace.
+const PORT_WAIT: Duration = Duration::from_secs(4);
+/// How long a port gets to acknowledge a request before it counts as dead (its window
+/// closed or navigated away: posting to such a port fails silently).
+const ACK_WAIT: Duration = Duration::from_secs(3);
+/// How long the window gets to deliver response headers, including connecting the
+/// tunnel. Bounded so a request never hangs.
+const HEAD_WAIT: Duration = Duration::from_secs(90);
+/// The window says "waiting" every 2 s while the app has not answered; this long without
+/// a word means the window died after accepting (a closed page's port need not fire
+/// `close`), and the request fails instead of waiting out [`HEAD_WAIT`].
+const BEAT_WAIT: Duration = Duration::from_secs(6);
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+#[derive(Default)]
+struct State {
+    /// The live port of each workspace's owning window.
+    ports: HashMap<String, MessagePort>,
+    /// Requests waiting for a workspace's port.
+    waiters: HashMap<String, Vec<oneshot::Sender<MessagePort>>>,
+}
+
+/// Why a request could not be answered by the app.
+#[derive(Debug, thiserror::Error)]
+enum SwError {
+    #[error(
+        "no Burrow dashboard window is open with a tunnel to workspace {0:?}: open the dashboard, then reload"
+    )]
+    NoWindow(String),
+    #[error("the port did not acknowledge the request")]
+    NoAck,
+    #[error("the dashboard window went away during the request")]
+    WindowGone,
+    #[error("the app did not answer within {0:?}")]
+    HeadTimeout(Duration),
+    #[error("{0}")]
+    Tunnel(String),
+    #[error("service worker: {0}")]
+    Js(String),
+}
+
+impl From<JsValue> for SwError {
+    fn from(v: JsValue) -> Self {
+        let msg = v
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| v.as_string())
+            .unwrap_or_else(|| format!("{v:?}"));
+        Self::Js(msg)
+    }
+}
+
+fn scope() -> Result<ServiceWorkerGlobalScope, SwError> {
+    js_sys::global()
+        .dyn_into::<ServiceWorkerGlobalScope>()
+        .map_err(|_| SwError::Js("not running in a service worker".into()))
+}
+
+/// Answers a fetch event under `/@WORKSPACE/apps/PORT/`: a promise of the `Response` for
+/// `respondWith`. It always resolves: failures become an error page (502/503).
+#[wasm_bindgen(js_name = handleFetch)]
+pub fn handle_fetch(event: FetchEvent) -> Promise {
+    let request = event.request();
+    future_to_promise(async move { Ok(respond(request).await.into()) })
+}
+
+/// Takes a `message` event from a window: a port for a workspace's requests
+/// (`{burrow: "port"}`), or an app page's request for a WebSocket line to the window that
+/// owns the workspace's tunnel (`{burrow: "ws-port"}`: the page's port is passed on to that
+/// window, which then speaks to the page directly). Returns a promise for `waitUntil`.
+#[wasm_bindgen(js_name = handleMessage)]
+pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
+    let data = event.data();
+    let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
+    let (Some(workspace), Some(port)) = (get_str(&data, "workspace"), port) else {
+        return Promise::resolve(&JsValue::UNDEFINED);
+    };
+    match get_str(&data, "burrow").as_deref() {
+        Some("port") => {
+            adopt_port(workspace, port);
+            Promise::resolve(&JsValue::UNDEFINED)
+        }
+        Some("ws-port") => future_to_promise(async move {
+            if let Err(e) = broker_web_socket(&workspace, &port).await {
+                // The page's side learns through its port; it reports a failed WebSocket.
+                let msg = Object::new();
+                let _ = set(&msg, "ev", &"fail".into());
+                let _ = set(&msg, "message", &e.to_string().into());
+                let _ = port.post_message(&msg);
+            }
+            Ok(JsValue::UNDEFINED)
+        }),
+        _ => Promise::resolve(&JsValue::UNDEFINED),
+    }
+}
+
+fn adopt_port(workspace: String, port: MessagePort) {
+    STATE.with_borrow_mut(|s| {
+        // The first window to answer wins; later answers are closed so that window's
+        // side does not wait on a port nobody uses.
+        if s.ports.contains_key(&workspace) {
+            port.close();
+            return;
+        }
+        s.ports.insert(workspace.clone(), port.clone());
+        for waiter in s.waiters.remove(&workspace).unwrap_or_default() {
+            let _ = waiter.send(port.clone());
+        }
+    });
+}
+
+/// Hands an app page's port to the window owning `workspace`'s tunnel. A dead cached port
+/// goes unnoticed here; the page times out waiting for the window's `ready`.
+async fn broker_web_socket(workspace: &str, page_port: &MessagePort) -> Result<(), SwError> {
+    let host = workspace_port(workspace).await?;
+    let msg = Object::new();
+    set(&msg, "burrow", &"ws-connect".into())?;
+    set(&msg, "workspace", &workspace.into())?;
+    host.post_message_with_transferable(&msg, &Array::of1(page_port))?;
+    Ok(())
+}
+
+async fn respond(request: Request) -> Response {
+    let page = match Url::new(&request.url()) {
+        Ok(u) => u,
+        Err(e) => return error_page(400, &SwError::from(e).to_string()),
+    };
+    let Some(target) = parse_app_path(&format!("{}{}", page.pathname(), page.search())) else {
+        return error_page(404, "not an app path: /@WORKSPACE/apps/PORT/...");
+    };
+    let navigate = request.mode() == RequestMode::Navigate;
+    if navigate && target.missing_slash {
+        return redirect(&format!("{}/{}", target.prefix(), page.search()));
+    }
+    match forward(&request, &target, navigate, &page.host()).await {
+        Ok(r) => r,
+        Err(e @ SwError::NoWindow(_)) => error_page(503, &e.to_string()),
+        Err(e) => error_page(502, &e.to_string()),
+    }
+}
+
+async fn forward(
+    request: &Request,
+    target: &AppTarget,
+    navigate: bool,
+    page_host: &str,
+) -> Result<Response, SwError> {
+    let method = request.method();
+    let body = if method == "GET" || method == "HEAD" {
+        JsValue::NULL
+    } else {
+        // Buffered, not streamed: a request that must be retried on a fresh port needs its
+        // body twice, and apps' request bodies are small (forms, JSON).
+        JsFuture::from(request.array_buffer()?).await?
+    };
+    let headers = Array::new();
+    if let Some(entries) = js_sys::try_iter(&request.headers())? {
+        for entry in entries {
+            headers.push(&entry?);
+        }
+    }
+    let redirect = if navigate {
+        // A navigation must see a redirect itself, so the address bar follows it.
+        "manual".to_owned()
+    } else {
+        redirect_mode(request)
+    };
+    let msg = Object::new();
+    set(&msg, "burrow", &"fetch".into())?;
+    set(&msg, "workspace", &target.workspace.as_str().into())?;
+    set(&msg, "port", &target.port.into())?;
+    set(
+        &msg,
+        "url",
+        &format!("http://localhost:{}{}", target.port, target.rest).into(),
+    )?;
+    set(&msg, "method", &method.as_str().into())?;
+    set(&msg, "headers", &headers)?;
+    set(&msg, "body", &body)?;
+    set(&msg, "redirect", &redirect.into())?;
+    set(&msg, "navigate", &navigate.into())?;
+
+    // One retry: a cached port can belong to a window that has gone.
+    for _ in 0..2 {
+        let port = workspace_port(&target.workspace).await?;
+        match exchange(&port, &msg).await {
+            Ok(reply) => return build_response(&reply, target, &method, page_host),
+            Err(SwError::NoAck) => forget_port(&target.workspace, &port),
+            // The window died after accepting: safe to ask another window only when
+            // repeating the request cannot repeat its effect.
+            Err(SwError::WindowGone) if method == "GET" || method == "HEAD" => {
+                forget_port(&target.workspace, &port)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(SwError::NoWindow(target.workspace.clone()))
+}
+
+fn redirect_mode(request: &Request) -> String {
+    Reflect::get(request, &"redirect".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_else(|| "follow".into())
+}
+
+/// The workspace's port: cached, or asked of the window clients.
+async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
+    if let Some(p) = STATE.with_borrow(|s| s.ports.get(workspace).cloned()) {
+        return Ok(p);
+    }
+    let (tx, rx) = oneshot::channel();
+    STATE.with_borrow_mut(|s| s.waiters.entry(workspace.to_owned()).or_default().push(tx));
+    let options = ClientQueryOptions::new();
+    options.set_include_uncontrolled(true);
+    options.set_type(ClientType::Window);
+    let clients: Array = JsFuture::from(scope()?.clients().match_all_with_options(&options))
+        .await?
+        .unchecked_into();
+    let ask = Object::new();
+    set(&ask, "burrow", &"port-request".into())?;
+    set(&ask, "workspace", &workspace.into())?;
+    let mut asked = 0;
+    for client in clients.iter() {
+        if let Ok(client) = client.dyn_into::<Client>()
+            && client.post_message(&ask).is_ok()
+        {
+            asked += 1;
+        }
+    }
+    if asked == 0 {
+        return Err(SwError::NoWindow(workspace.to_owned()));
+    }
+    let timeout = TimeoutFuture::new(millis(PORT_WAIT));
+    pin_mut!(rx);
+    match future::select(rx, timeout).await {
+        future::Either::Left((Ok(port), _)) => Ok(port),
+        _ => Err(SwError::NoWindow(workspace.to_owned())),
+    }
+}
+
+fn forget_port(workspace: &str, port: &MessagePort) {
+    STATE.with_borrow_mut(|s| {
+        if s.ports.get(workspace).is_some_and(|p| p == port) {
+            s.ports.remove(workspace);
+        }
+    });
+    port.close();
+}
+
+/// Posts one request on `port` with a fresh reply channel; waits for the acknowledgement,
+/// then for the response.
+async fn exchange(port: &MessagePort, msg: &Object) -> Result<JsValue, SwError> {
+    let channel = MessageChannel::new()?;
+    let reply = channel.port1();
+    let (tx, mut rx) = mpsc::unbounded::<Option<JsValue>>();
+    let on_message = {
+        let tx = tx.clone();
+        EventListener::new(&reply, "message", move |e| {
+            if let Some(e) = e.dyn_ref::<MessageEvent>() {
+                let _ = tx.unbounded_send(Some(e.data()));
+            }
+        })
+    };
+    // Chrome fires `close` on a port whose other end went away with its window.
+    let on_close = EventListener::new(&reply, "close", move |_| {
+        let _ = tx.unbounded_send(None);
+    });
+    reply.start();
+    let transfer = Array::of1(&channel.port2());
+    let body = Reflect::get(msg, &"body".into())?;
+    if body.is_instance_of::<js_sys::ArrayBuffer>() {
+        // Copied, so a retry can send it again.
+        let copy = Uint8Array::new(&body).slice(0, Uint8Array::new(&body).length());
+        set(msg, "body", &copy.buffer())?;
+        transfer.push(&copy.buffer());
+    }
+    port.post_message_with_transferable(msg, &transfer)?;
+
+    let first = next_message(&mut rx, ACK_WAIT).await;
+    let result = match first {
+        Next::Message(m) if get_str(&m, "type").as_deref() == Some("accepted") => {
+            let deadline = js_sys::Date::now() + HEAD_WAIT.as_secs_f64() * 1000.0;
+            loop {
+                match next_message(&mut rx, BEAT_WAIT).await {
+                    Next::Message(m) if get_str(&m, "type").as_deref() == Some("waiting") => {
+                        if js_sys::Date::now() > deadline {
+                            break Err(SwError::HeadTimeout(HEAD_WAIT));
+                        }
+                    }
+                    Next::Message(m) => break reply_to_result(m),
+                    Next::Closed | Next::TimedOut => break Err(SwError::WindowGone),
+                }
+            }
+        }
+        Next::Message(m) => reply_to_result(m),
+        Next::Closed | Next::TimedOut => Err(SwError::NoAck),
+    };
+    drop((on_message, on_close));
+    reply.close();
+    result
+}
+
+enum Next {
+    Message(JsValue),
+    Closed,
+    TimedOut,
+}
+
+async fn next_message(rx: &mut mpsc::UnboundedReceiver<Option<JsValue>>, wait: Duration) -> Next {
+    let timeout = TimeoutFuture::new(millis(wait)).fuse();
+    let next = rx.next().fuse();
+    pin_mut!(timeout, next);
+    futures_util::select! {
+        m = next => match m {
+            Some(Some(m)) => Next::Message(m),
+            _ => Next::Closed,
+        },
+        () = timeout => Next::TimedOut,
+    }
+}
+
+fn reply_to_result(m: JsValue) -> Result<JsValue, SwError> {
+    match get_str(&m, "type").as_deref() {
+        Some("response") => Ok(m),
+        Some("error") => Err(SwError::Tunnel(
+            get_str(&m, "message").unwrap_or_else(|| "the tunnel failed".into()),
+        )),
+        other => Err(SwError::Js(format!(
+            "unexpected reply {other:?} from the window"
+        ))),
+    }
+}
+
+fn build_response(
+    reply: &JsValue,
+    target: &AppTarget,
+    method: &str,
+    page_host: &str,
+) -> Result<Response, SwError> {
+    let status = Reflect::get(reply, &"status".into())?
+        .as_f64()
+        .and_then(|s| u16::try_from(s as i64).ok())
+        .filter(|s| (200..=599).contains(s))
+        .ok_or_else(|| SwError::Tunnel("the app sent a status the browser cannot take".into()))?;
+    let pairs: Array = Reflect::get(reply, &"headers".into())?
+        .dyn_into()
+        .map_err(|_| SwError::Js("reply without headers".into()))?;
+    let mut encoded = false;
+    let mut is_html = false;
+    let mut kept = Vec::new();
+    for pair in pairs.iter() {
+        let pair: Array = pair.unchecked_into();
+        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "content-encoding" => encoded = true,
+            // Hop-by-hop, or set by the browser from the body it gets.
+            "transfer-encoding" | "connection" | "keep-alive" | "set-cookie" => continue,
+            "content-type" if value.to_ascii_lowercase().starts_with("text/html") => is_html = true,
+            _ => {}
+        }
+        kept.push((lower, value));
+    }
+    let headers = Headers::new()?;
+    for (name, value) in kept {
+        // The body arrives decoded, so its coding and length no longer describe it.
+        if encoded && (name == "content-encoding" || name == "content-length") {
+            continue;
+        }
+        if is_html && name == "content-length" {
+            continue;
+        }
+        let value = if name == "location" {
+            rewrite_location(&value, target, page_host)
+        } else {
+            value
+        };
+        // A value the Headers class refuses is dropped rather than failing the response.
+        let _ = headers.append(&name, &value);
+    }
+    let init = ResponseInit::new();
+    init.set_status(status);
+    if let Some(text) = get_str(reply, "statusText") {
+        init.set_status_text(&text);
+    }
+    init.set_headers(&headers);
+    let null_body = method == "HEAD" || matches!(status, 204 | 205 | 304);
+    let body = Reflect::get(reply, &"body".into())?
+        .dyn_into::<ReadableStream>()
+        .ok()
+        .filter(|_| !null_body);
+    let body = match body {
+        Some(b) if is_html => Some(inject_shim(b)),
+        b => b,
+    };
+    Ok(Response::new_with_opt_readable_stream_and_init(
+        body.as_ref(),
+        &init,
+    )?)
+}
+
+/// The HTML body with the WebSocket shim's script inserted, still streamed.
+fn inject_shim(body: ReadableStream) -> ReadableStream {
+    let source = wasm_streams::ReadableStream::from_raw(body.unchecked_into()).into_stream();
+    let injector = std::rc::Rc::new(RefCell::new(HtmlInjector::new(WS_SHIM_PATH)));
+    let tail_injector = injector.clone();
+    let chunks = source
+        .map(move |chunk| {
+            let chunk = chunk?;
+            let bytes = Uint8Array::new(&chunk).to_vec();
+            let out = injector.borrow_mut().push(&bytes);
+            Ok::<_, JsValue>(out)
+        })
+        .chain(futures_util::stream::once(async move {
+            Ok(tail_injector.borrow_mut().finish())
+        }))
+        .filter(|r| future::ready(!matches!(r, Ok(v) if v.is_empty())))
+        .map(|r| r.map(|v| JsValue::from(Uint8Array::from(v.as_slice()))));
+    wasm_streams::ReadableStream::from_stream(chunks)
+        .into_raw()
+        .unchecked_into()
+}
+
+fn redirect(location: &str) -> Response {
+    let headers = Headers::new();
+    let init = ResponseInit::new();
+    init.set_status(308);
+    if let Ok(h) = &headers {
+        let _ = h.set("location", location);
+        init.set_headers(h);
+    }
+    Response::new_with_opt_str_and_init(None, &init).unwrap_or_else(|_| fallback_response())
+}
+
+/// A small HTML page saying what went wrong, for a person looking at the frame.
+fn error_page(status: u16, message: &str) -> Response {
+    web_sys::console::warn_1(&format!("burrow service worker: {status}: {message}").into());
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>Burrow: {status}</title>\
+         <body style=\"font:15px system-ui;margin:2rem\"><h1>Burrow could not reach the app</h1>\
+         <p id=burrow-error>{escaped}</p></body>"
+    );
+    let init = ResponseInit::new();
+    init.set_status(status);
+    if let Ok(h) = Headers::new() {
+        let _ = h.set("content-type", "text/html; charset=utf-8");
+        let _ = h.set("cache-control", "no-store");
+        init.set_headers(&h);
+    }
+    Response::new_with_opt_str_and_init(Some(&html), &init).unwrap_or_else(|_| fallback_response())
+}
+
+fn fallback_response() -> Response {
+    Response::error()
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn get_str(obj: &JsValue, key: &str) -> Option<String> {
+    Reflect::get(obj, &key.into()).ok()?.as_string()
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) -> Result<(), SwError> {
+    Reflect::set(obj, &key.into(), value)?;
+    Ok(())
+}
