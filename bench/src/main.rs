@@ -40,6 +40,9 @@ enum Command {
         /// The plot, written next to the report's links as given.
         #[arg(long, default_value = "bench/plot.svg")]
         plot: PathBuf,
+        /// Hand-written findings appended to the report, if the file exists.
+        #[arg(long, default_value = "bench/findings.md")]
+        findings: PathBuf,
     },
 }
 
@@ -63,11 +66,20 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {}", path.display());
             Ok(())
         }
-        Command::Render { out, plot } => {
+        Command::Render {
+            out,
+            plot,
+            findings,
+        } => {
             let all = report::load_all(&cli.results_dir)?;
             report::plot(&all, &plot)?;
             let rel = relative_to(&plot, out.parent());
-            std::fs::write(&out, report::markdown(&all, &rel))
+            let findings = match std::fs::read_to_string(&findings) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", findings.display())),
+            };
+            std::fs::write(&out, report::markdown(&all, &rel, findings.as_deref()))
                 .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("wrote {} and {}", out.display(), plot.display());
             Ok(())

@@ -138,8 +138,9 @@ pub fn load_all(dir: &Path) -> anyhow::Result<Vec<Results>> {
     Ok(all)
 }
 
-/// `BENCHMARKS.md` for these results; `plot` is the plot's path relative to the file.
-pub fn markdown(all: &[Results], plot: &str) -> String {
+/// `BENCHMARKS.md` for these results; `plot` is the plot's path relative to the file;
+/// `findings` (hand-written: what was fixed, what limits the rest) goes at the end.
+pub fn markdown(all: &[Results], plot: &str, findings: Option<&str>) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
@@ -185,6 +186,10 @@ pub fn markdown(all: &[Results], plot: &str) -> String {
             }
             md.push('\n');
         }
+    }
+    if let Some(text) = findings {
+        md.push_str(text.trim_end());
+        md.push('\n');
     }
     md
 }

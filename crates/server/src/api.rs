@@ -39,6 +39,11 @@ const DEFAULT_AUDIT_LIMIT: u32 = 100;
 /// Most audit rows one `GET /api/v1/audit` returns.
 const MAX_AUDIT_LIMIT: u32 = 1000;
 
+/// Read buffer of each signaling WebSocket. tungstenite's default, 128 KiB allocated per
+/// connection, made an idle agent cost burrowd ~150 KB; signaling messages are a few KB
+/// (larger ones are still read, in several reads).
+const SIGNAL_READ_BUFFER: usize = 4 * 1024;
+
 /// The STUN/TURN servers handed to peers.
 #[derive(Clone, Default)]
 pub struct IceConfig {
@@ -521,6 +526,7 @@ async fn signal(
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(SIGNAL_READ_BUFFER)
         .on_upgrade(move |socket| signaling::run_client(socket, state, session, remote)))
 }
 
@@ -550,6 +556,7 @@ async fn agent_connect(
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(SIGNAL_READ_BUFFER)
         .on_upgrade(move |socket| signaling::run_agent(socket, state, workspace, remote)))
 }
 
