@@ -39,6 +39,19 @@ const REFUSAL_MEMORY: usize = 1024;
 /// Most peers remembered for warn-once logging.
 const WARNED_PEERS_MEMORY: usize = 1024;
 
+/// How long after its last use an expired credential keeps working from the transport
+/// address that used it while it was valid.
+///
+/// TURN clients (turn 0.17's, Chrome's) keep the Allocate's username for every later Refresh,
+/// CreatePermission and ChannelBind of that allocation, and refresh permissions every two
+/// minutes. Expiry must therefore gate new allocations, not the upkeep of a live one:
+/// refusing it killed relayed tunnels once their credential (10 minutes by default) ran out.
+const HELD_CREDENTIAL_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// At most this many (username, address) pairs are held; past it, stale ones are dropped
+/// and new ones are not held (their allocations then end when the credential does).
+const HELD_CREDENTIALS_MEMORY: usize = 65_536;
+
 /// How to run the embedded relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -152,11 +165,7 @@ impl Relay {
             allow_private_peers: config.allow_private_peers,
             warned: Arc::new(WarnOnce::default()),
         };
-        let auth = SecretAuthHandler {
-            secret,
-            refusals,
-            recent: Mutex::new(HashMap::new()),
-        };
+        let auth = SecretAuthHandler::new(secret, refusals);
         let server = Server::new(TurnServerConfig {
             conn_configs: vec![ConnConfig {
                 conn: Arc::new(socket),
@@ -412,9 +421,58 @@ struct SecretAuthHandler {
     refusals: mpsc::Sender<TurnRefusal>,
     /// Usernames refused lately, so that retries are not audited again.
     recent: Mutex<HashMap<String, Instant>>,
+    /// Credentials that authenticated while valid, by the address that used them, with
+    /// their last use: see [`HELD_CREDENTIAL_IDLE`].
+    held: Mutex<HashMap<(String, SocketAddr), Instant>>,
 }
 
 impl SecretAuthHandler {
+    fn new(secret: Arc<[u8]>, refusals: mpsc::Sender<TurnRefusal>) -> Self {
+        Self {
+            secret,
+            refusals,
+            recent: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The password `username` must prove when used from `src_addr`: a valid credential's,
+    /// or an expired one's if this address used it while valid and has kept using it.
+    fn authorize(
+        &self,
+        username: &str,
+        src_addr: SocketAddr,
+        now_unix: u64,
+        now: Instant,
+    ) -> Result<String, TurnAuthError> {
+        let Ok(mut held) = self.held.lock() else {
+            return turn_auth::verify(&self.secret, username, now_unix);
+        };
+        let key = (username.to_owned(), src_addr);
+        match turn_auth::verify(&self.secret, username, now_unix) {
+            Ok(password) => {
+                if held.len() >= HELD_CREDENTIALS_MEMORY && !held.contains_key(&key) {
+                    held.retain(|_, last| now.duration_since(*last) < HELD_CREDENTIAL_IDLE);
+                }
+                if held.len() < HELD_CREDENTIALS_MEMORY || held.contains_key(&key) {
+                    held.insert(key, now);
+                } else {
+                    debug!("too many held TURN credentials; this one ends at its expiry");
+                }
+                Ok(password)
+            }
+            Err(TurnAuthError::Expired { .. })
+                if held
+                    .get(&key)
+                    .is_some_and(|last| now.duration_since(*last) < HELD_CREDENTIAL_IDLE) =>
+            {
+                held.insert(key, now);
+                Ok(turn_auth::password_for(&self.secret, username))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether this refusal is news (not a retry of one reported lately).
     fn should_report(&self, username: &str) -> bool {
         let Ok(mut recent) = self.recent.lock() else {
@@ -448,7 +506,7 @@ impl AuthHandler for SecretAuthHandler {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        match turn_auth::verify(&self.secret, username, now.as_secs()) {
+        match self.authorize(username, src_addr, now.as_secs(), Instant::now()) {
             Ok(password) => Ok(generate_auth_key(username, realm, &password)),
             Err(reason) => {
                 info!(%username, %src_addr, %reason, "relay refused a credential");
@@ -597,6 +655,80 @@ mod tests {
             got.is_err(),
             "a datagram from a loopback peer must not be delivered"
         );
+    }
+
+    fn handler() -> SecretAuthHandler {
+        let (tx, _rx) = mpsc::channel(8);
+        SecretAuthHandler::new(Arc::from(&b"relay-secret"[..]), tx)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn expired_credential_keeps_working_from_the_address_that_used_it_while_valid() {
+        let auth = handler();
+        let cred = turn_auth::TurnCredential::mint(b"relay-secret", "s1", 1_000);
+        let t0 = Instant::now();
+        let client = addr("127.0.0.1:40000");
+        assert_eq!(
+            auth.authorize(&cred.username, client, 900, t0),
+            Ok(cred.password.clone())
+        );
+        // Permission refreshes every two minutes, long after the expiry.
+        for i in 1..=10u32 {
+            let at = t0 + Duration::from_secs(120) * i;
+            assert_eq!(
+                auth.authorize(&cred.username, client, 1_000 + 120 * u64::from(i), at),
+                Ok(cred.password.clone()),
+                "refresh {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_credential_is_refused_from_another_address() {
+        let auth = handler();
+        let cred = turn_auth::TurnCredential::mint(b"relay-secret", "s1", 1_000);
+        let t0 = Instant::now();
+        assert!(
+            auth.authorize(&cred.username, addr("127.0.0.1:40000"), 900, t0)
+                .is_ok()
+        );
+        assert!(matches!(
+            auth.authorize(&cred.username, addr("127.0.0.1:40001"), 1_001, t0),
+            Err(TurnAuthError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_credential_never_used_while_valid_is_refused() {
+        let auth = handler();
+        let cred = turn_auth::TurnCredential::mint(b"relay-secret", "s1", 1_000);
+        assert!(matches!(
+            auth.authorize(
+                &cred.username,
+                addr("127.0.0.1:40000"),
+                1_001,
+                Instant::now()
+            ),
+            Err(TurnAuthError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn held_credential_lapses_when_left_unused() {
+        let auth = handler();
+        let cred = turn_auth::TurnCredential::mint(b"relay-secret", "s1", 1_000);
+        let t0 = Instant::now();
+        let client = addr("127.0.0.1:40000");
+        assert!(auth.authorize(&cred.username, client, 900, t0).is_ok());
+        let later = t0 + HELD_CREDENTIAL_IDLE + Duration::from_secs(1);
+        assert!(matches!(
+            auth.authorize(&cred.username, client, 5_000, later),
+            Err(TurnAuthError::Expired { .. })
+        ));
     }
 
     #[test]
