@@ -1098,7 +1098,7 @@ impl StreamHandle {
                     return Poll::Ready(Ok(()));
                 }
                 match inner.tunnel.write(self.id, &data[written..]) {
-                    // Out of credit: the tunnel now owes a Writable event.
+                    // Out of credit or queue room: the tunnel now owes a Writable event.
                     Ok(0) => {
                         self.slot.borrow_mut().writer = Some(cx.waker().clone());
                         return Poll::Pending;

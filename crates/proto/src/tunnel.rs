@@ -16,7 +16,7 @@
 //!   whose application stops reading only stops its own sender.
 //! - Per-stream memory is bounded: received-but-unread bytes never exceed
 //!   [`Config::initial_window`], and queued-but-unsent bytes never exceed the smaller of
-//!   the peer's credit and the same window.
+//!   the peer's credit and [`Config::send_buffer`].
 //! - [`Tunnel::poll_transmit`] serves streams with pending data round-robin, one frame at a
 //!   time, after control frames (credit updates first, so senders do not stall).
 //! - Anything the peer sends is handled without panicking: a malformed message or a
@@ -127,6 +127,16 @@ pub use crate::frame::DEFAULT_MAX_FRAME_PAYLOAD;
 /// One stream's throughput is at most a window per round trip (20 MB/s at 50 ms).
 pub const DEFAULT_INITIAL_WINDOW: u32 = 1 << 20;
 
+/// Default bound on a stream's queued-but-unsent bytes: 64 KiB.
+///
+/// The credit window, not this, is what keeps a long path full: it bounds the bytes in
+/// flight. Queued bytes only wait for the channel, and the shell refills the queue as each
+/// frame leaves ([`Event::Writable`]), so a frame or two is enough. A deeper queue is memory
+/// per stream for nothing: behind a busy channel, a hundred streams with window-deep queues
+/// would hold everything their sockets had to say, which the sockets' kernel buffers and
+/// TCP's backpressure keep instead.
+pub const DEFAULT_SEND_BUFFER: u32 = 1 << 16;
+
 /// Default limit on streams open at once, per tunnel.
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
@@ -154,6 +164,9 @@ pub struct Config {
     /// Streams open at once. An agent refuses OPENs beyond it; a client's
     /// [`Tunnel::open`] fails.
     pub max_streams: usize,
+    /// Bytes [`Tunnel::write`] queues on a stream before the channel takes them, whatever
+    /// credit the peer grants (see [`DEFAULT_SEND_BUFFER`]). Values below 1 are raised to 1.
+    pub send_buffer: u32,
 }
 
 impl Default for Config {
@@ -162,6 +175,7 @@ impl Default for Config {
             initial_window: DEFAULT_INITIAL_WINDOW,
             max_frame_payload: DEFAULT_MAX_FRAME_PAYLOAD,
             max_streams: DEFAULT_MAX_STREAMS,
+            send_buffer: DEFAULT_SEND_BUFFER,
         }
     }
 }
@@ -444,6 +458,7 @@ impl Tunnel {
             initial_window: config.initial_window.max(1),
             max_frame_payload: config.max_frame_payload.clamp(1, MAX_FRAME_PAYLOAD_LIMIT),
             max_streams: config.max_streams,
+            send_buffer: config.send_buffer.max(1),
         };
         let mut control = VecDeque::new();
         control.push_back(Control::Frame(Frame::Hello {
@@ -831,7 +846,7 @@ impl Tunnel {
     /// Queued-but-unsent bytes a stream may hold, whatever credit the peer grants: a peer
     /// announcing a huge window must not make this side buffer that much.
     fn local_send_cap(&self) -> u64 {
-        u64::from(self.config.initial_window)
+        u64::from(self.config.send_buffer)
     }
 
     /// Removes a stream and reports how it ended.
@@ -1023,7 +1038,7 @@ impl Tunnel {
     }
 
     /// Queues bytes on a stream and returns how many were taken: up to the peer's credit
-    /// (and this side's window) minus what is already queued. Fewer than given (0 before
+    /// (and [`Config::send_buffer`]) minus what is already queued. Fewer than given (0 before
     /// the stream is accepted) means [`Event::Writable`] will say when to try again.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
         let cap = self.local_send_cap();

@@ -132,13 +132,26 @@ fn open_accept_and_bytes_arrive_exactly_both_ways() {
     let id = p.open_accepted(8080);
     assert_eq!(id.get(), 1);
 
+    // Larger than the send buffer: each side writes again as frames leave.
     let up = pattern(100_000, 1);
     let down = pattern(70_001, 2);
-    assert_eq!(p.client.write(id, &up), Ok(up.len()));
-    assert_eq!(p.agent.write(id, &down), Ok(down.len()));
+    let (mut sent_up, mut sent_down) = (0, 0);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        sent_up += p.client.write(id, &up[sent_up..]).expect("write");
+        sent_down += p.agent.write(id, &down[sent_down..]).expect("write");
+        p.pump();
+        got_up.extend(read_all(&mut p.agent, id));
+        got_down.extend(read_all(&mut p.client, id));
+        if sent_up == up.len() && sent_down == down.len() {
+            break;
+        }
+    }
     p.pump();
-    assert_eq!(read_all(&mut p.agent, id), up);
-    assert_eq!(read_all(&mut p.client, id), down);
+    got_up.extend(read_all(&mut p.agent, id));
+    got_down.extend(read_all(&mut p.client, id));
+    assert_eq!(got_up, up);
+    assert_eq!(got_down, down);
 
     let stats = p.client.stream_stats(id).expect("open");
     assert_eq!(stats.port, 8080);
@@ -317,6 +330,45 @@ fn stalled_stream_does_not_stop_another_streams_large_transfer() {
     assert_eq!(received, total);
     assert!(p.client.readable_len(stalled) <= window);
     assert!(!p.client.is_closed());
+}
+
+#[test]
+fn unsent_bytes_never_exceed_the_send_buffer_whatever_the_credit() {
+    let config = Config {
+        send_buffer: 10_000,
+        ..Config::default()
+    };
+    let mut p = Pair::with(config, Config::default());
+    let id = p.open_accepted(1);
+    // The channel is busy (nothing is transmitted): the peer's 1 MiB of credit must not
+    // turn into 1 MiB queued here.
+    let data = pattern(300_000, 4);
+    let mut taken = 0;
+    for _ in 0..100 {
+        taken += p.client.write(id, &data[taken..]).expect("write");
+    }
+    assert_eq!(taken, 10_000);
+
+    // As frames leave, the queue takes more, and everything arrives in order.
+    let mut received = Vec::new();
+    for _ in 0..10_000 {
+        p.pump();
+        while let Some(b) = p.agent.read(id).expect("read") {
+            received.extend_from_slice(&b);
+        }
+        if taken < data.len() {
+            let n = p.client.write(id, &data[taken..]).expect("write");
+            assert!(n <= 10_000, "{n}");
+            taken += n;
+        } else if received.len() == data.len() {
+            break;
+        }
+    }
+    assert_eq!(received, data);
+    assert!(
+        p.client_events.contains(&Event::Writable { id }),
+        "a short write is followed by Writable"
+    );
 }
 
 #[test]
