@@ -8,7 +8,8 @@
 // Benchmarks are not tests: nothing here asserts a timing. A round that fails or runs out of
 // time is recorded as a failure with why, and every loop is bounded in count and time.
 //
-//   BENCH_ROUNDS=5       rounds of each comparison
+//   BENCH_ROUNDS=5       rounds of the small-fetch comparisons (the workbench loads 5 times)
+//   BENCH_BULK_ROUNDS=3  rounds of the bulk transfers (seven 256 MiB transfers each)
 //   BENCH_BULK_MIB=256   size of each bulk transfer
 //   BENCH_FETCHES=1000   small fetches per round and mode
 //   BENCH_ONLY=regex     only the groups whose id matches (the file is then not written
@@ -24,6 +25,7 @@ import {
 } from "../e2e/harness.mjs";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
+const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS || 3);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB || 256);
 const FETCHES = Number(process.env.BENCH_FETCHES || 1000);
 const CONCURRENCY = 16;
@@ -239,8 +241,8 @@ async function bulkGroup() {
   const tfetch = row("tunnel.fetch in the window");
   const sw = row("service worker fetch (app page)");
   const direct = row("direct fetch from the app's origin");
-  for (let i = 0; i < ROUNDS; i++) {
-    log(`bulk round ${i + 1}/${ROUNDS}`);
+  for (let i = 0; i < BULK_ROUNDS; i++) {
+    log(`bulk round ${i + 1}/${BULK_ROUNDS}`);
     let dash;
     let blank;
     let appOrigin;
@@ -564,7 +566,7 @@ function readJson(file) {
 }
 
 const NOTES = [
-  `Every comparison alternates its rows round by round (${ROUNDS} rounds; the order rotates each round), in one headless Chromium, on 127.0.0.1. The tunnel is Burrow's direct path (host candidates; no relay).`,
+  `Every comparison alternates its rows round by round (${BULK_ROUNDS} rounds of the bulk transfers, ${ROUNDS} of the small fetches, ${LOADS} workbench loads each; the order rotates each round), in one headless Chromium, on 127.0.0.1. The tunnel is Burrow's direct path (host candidates; no relay).`,
   `Chrome ↔ Chrome data channel: two RTCPeerConnections in one page, one reliable ordered channel, ${BULK_MIB} MiB sent with backpressure (send while bufferedAmount < high water, resume on bufferedamountlow): 64 KiB messages with Burrow's thresholds (1 MiB / 256 KiB), and 256 KiB messages (4 MiB / 1 MiB). Both ends, and both SCTP stacks, run in the same renderer, so this is the ceiling of what Chromium's data channels carry on this machine.`,
   "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body, which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
   `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round.`,
