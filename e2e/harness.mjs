@@ -33,6 +33,13 @@ export const chromiumArgs = [
 
 const children = [];
 const servers = [];
+// The children have process groups of their own (see `start`), so a Ctrl-C or a kill of this
+// process does not reach them: stop them on the way out.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    stopAll().finally(() => process.exit(128 + (sig === "SIGINT" ? 2 : 15)));
+  });
+}
 
 export function log(...args) {
   console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...args);
@@ -67,7 +74,9 @@ export async function waitFor(what, fn, timeoutMs) {
 /** Starts a process whose output goes to `<work>/<name>.log`. */
 export function start(name, cmd, args, { work, env } = {}) {
   const out = fs.openSync(path.join(work, `${name}.log`), "w");
-  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env }, detached: false });
+  // A process group of its own, so that stopping it also stops what it started (code-server's
+  // extension hosts would otherwise outlive the run).
+  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env }, detached: true });
   child.logName = name;
   child.logPath = path.join(work, `${name}.log`);
   children.push(child);
@@ -80,11 +89,16 @@ export function run(cmd, args, opts = {}) {
 
 export async function stopAll() {
   for (const s of servers) s.closeAllConnections?.(), s.close();
-  for (const c of children.reverse()) {
-    if (c.exitCode === null) c.kill("SIGTERM");
-  }
+  const signal = (c, sig) => {
+    try {
+      process.kill(-c.pid, sig);
+    } catch {
+      // The group is gone already.
+    }
+  };
+  for (const c of children.reverse()) signal(c, "SIGTERM");
   await new Promise((r) => setTimeout(r, 300));
-  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+  for (const c of children) signal(c, "SIGKILL");
 }
 
 export function tail(file, lines = 40) {
@@ -160,7 +174,7 @@ export async function startTestApp() {
       const mib = Math.min(Number(url.searchParams.get("mib") || 1), 1024);
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(mib * chunk.length) });
       for (let i = 0; i < mib && !res.destroyed; i++) {
-        if (!res.write(chunk)) await new Promise((r) => { res.once("drain", r); res.once("close", r); });
+        if (!res.write(chunk)) await drained(res);
       }
       res.end();
     } else if (url.pathname === "/go") {
@@ -190,6 +204,19 @@ export async function startTestApp() {
   return { port: server.address().port, expectedDigest };
 }
 
+/** Resolves when `stream` can take more, or has closed (so a writer never waits forever). */
+function drained(stream) {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
 /**
  * A raw TCP service for the benchmarks, spoken to with one request line:
  *   "down N\n"  the service sends N MiB and closes;
@@ -212,7 +239,7 @@ export async function startByteSource() {
       const bytes = Math.min(Number(n) || 0, 4096) * chunk.length;
       if (op === "down") {
         for (let sent = 0; sent < bytes && !sock.destroyed; sent += chunk.length) {
-          if (!sock.write(chunk)) await new Promise((r) => { sock.once("drain", r); sock.once("close", r); });
+          if (!sock.write(chunk)) await drained(sock);
         }
         sock.end();
       } else if (op === "up") {
