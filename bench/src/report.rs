@@ -327,7 +327,8 @@ where
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(260);
+        // Wide enough for the browser suite's longer row labels.
+        .y_label_area_size(330);
     let colors = [
         RGBColor(0x1f, 0x77, 0xb4),
         RGBColor(0xff, 0x7f, 0x0e),
