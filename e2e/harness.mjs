@@ -1,6 +1,7 @@
-// Starts the real parts the browser end-to-end tests need, all on 127.0.0.1: burrowd (embedded
-// relay), burrow-agent, code-server, a test HTTP app, and headless Chromium (playwright-core
-// driving /usr/bin/chromium). Everything started is stopped by `stopAll`.
+// Starts the real parts the browser end-to-end tests and benchmarks (bench/browser.mjs) need,
+// all on 127.0.0.1: burrowd (embedded relay), burrow-agent, code-server, a test HTTP app, a raw
+// TCP byte source, and headless Chromium (playwright-core driving /usr/bin/chromium).
+// Everything started is stopped by `stopAll`.
 import { spawn, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -32,6 +33,13 @@ export const chromiumArgs = [
 
 const children = [];
 const servers = [];
+// The children have process groups of their own (see `start`), so a Ctrl-C or a kill of this
+// process does not reach them: stop them on the way out.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    stopAll().finally(() => process.exit(128 + (sig === "SIGINT" ? 2 : 15)));
+  });
+}
 
 export function log(...args) {
   console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...args);
@@ -66,7 +74,9 @@ export async function waitFor(what, fn, timeoutMs) {
 /** Starts a process whose output goes to `<work>/<name>.log`. */
 export function start(name, cmd, args, { work, env } = {}) {
   const out = fs.openSync(path.join(work, `${name}.log`), "w");
-  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env }, detached: false });
+  // A process group of its own, so that stopping it also stops what it started (code-server's
+  // extension hosts would otherwise outlive the run).
+  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env }, detached: true });
   child.logName = name;
   child.logPath = path.join(work, `${name}.log`);
   children.push(child);
@@ -79,11 +89,16 @@ export function run(cmd, args, opts = {}) {
 
 export async function stopAll() {
   for (const s of servers) s.closeAllConnections?.(), s.close();
-  for (const c of children.reverse()) {
-    if (c.exitCode === null) c.kill("SIGTERM");
-  }
+  const signal = (c, sig) => {
+    try {
+      process.kill(-c.pid, sig);
+    } catch {
+      // The group is gone already.
+    }
+  };
+  for (const c of children.reverse()) signal(c, "SIGTERM");
   await new Promise((r) => setTimeout(r, 300));
-  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+  for (const c of children) signal(c, "SIGKILL");
 }
 
 export function tail(file, lines = 40) {
@@ -119,6 +134,7 @@ export function patternChunk(seed, len) {
  *  GET  /small       1 KiB
  *  GET  /bytes?mib=N  N MiB of pattern bytes; the first MiB is sent, then the rest only
  *                     after GET /go?id=... (so a download that is not streamed never ends)
+ *  GET  /big?mib=N    N MiB of pattern bytes at once, as fast as the reader takes them
  *  POST /echo        the request body back
  *  GET  /gzip        a gzip-encoded body
  *  GET  /redirect    302 to /small
@@ -154,6 +170,13 @@ export async function startTestApp() {
         if (!res.write(chunk)) await new Promise((r) => res.once("drain", r));
       }
       res.end();
+    } else if (url.pathname === "/big") {
+      const mib = Math.min(Number(url.searchParams.get("mib") || 1), 1024);
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(mib * chunk.length) });
+      for (let i = 0; i < mib && !res.destroyed; i++) {
+        if (!res.write(chunk)) await drained(res);
+      }
+      res.end();
     } else if (url.pathname === "/go") {
       const open = gates.get(url.searchParams.get("id") || "");
       res.writeHead(open ? 204 : 404).end();
@@ -181,11 +204,73 @@ export async function startTestApp() {
   return { port: server.address().port, expectedDigest };
 }
 
-/** burrowd + users + workspace + code-server + test app + agent. */
-export async function startStack() {
+/** Resolves when `stream` can take more, or has closed (so a writer never waits forever). */
+function drained(stream) {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
+/**
+ * A raw TCP service for the benchmarks, spoken to with one request line:
+ *   "down N\n"  the service sends N MiB and closes;
+ *   "up N\n"    the service reads N MiB, answers "ok BYTES\n" and closes.
+ */
+export async function startByteSource() {
+  const chunk = patternChunk(11, 1024 * 1024);
+  const server = net.createServer((sock) => {
+    sock.on("error", () => sock.destroy());
+    let head = Buffer.alloc(0);
+    const onData = async (data) => {
+      head = Buffer.concat([head, data]);
+      const nl = head.indexOf(10);
+      if (nl < 0) {
+        if (head.length > 64) sock.destroy();
+        return;
+      }
+      sock.off("data", onData);
+      const [op, n] = head.subarray(0, nl).toString().split(" ");
+      const bytes = Math.min(Number(n) || 0, 4096) * chunk.length;
+      if (op === "down") {
+        for (let sent = 0; sent < bytes && !sock.destroyed; sent += chunk.length) {
+          if (!sock.write(chunk)) await drained(sock);
+        }
+        sock.end();
+      } else if (op === "up") {
+        let got = head.length - nl - 1;
+        const done = () => sock.end(`ok ${got}\n`);
+        if (got >= bytes) return done();
+        sock.on("data", (d) => {
+          got += d.length;
+          if (got >= bytes) done();
+        });
+        sock.on("end", () => !sock.writableEnded && done());
+      } else {
+        sock.destroy();
+      }
+    };
+    sock.on("data", onData);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  servers.push(server);
+  return { port: server.address().port };
+}
+
+/**
+ * burrowd + users + workspace + code-server + test app + agent. `binDir` holds burrowd and
+ * burrow-agent (the tests use the debug build, the benchmarks the release one); the agent
+ * also allows `extraPorts`.
+ */
+export async function startStack({ binDir = path.join(targetDir, "debug"), extraPorts = [] } = {}) {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "burrow-e2e-"));
-  const burrowd = path.join(targetDir, "debug/burrowd");
-  const agentBin = path.join(targetDir, "debug/burrow-agent");
+  const burrowd = path.join(binDir, "burrowd");
+  const agentBin = path.join(binDir, "burrow-agent");
   const data = path.join(work, "data");
   const token = run(burrowd, ["admin", "--data-dir", data, "user", "add", "alice"]);
   const agentToken = run(burrowd, ["admin", "--data-dir", data, "workspace", "add", "dev", "--owner", "alice"]);
@@ -221,7 +306,7 @@ export async function startStack() {
   const app = await startTestApp();
   const agent = start("agent", agentBin, [
     "--url", url, "--token", agentToken,
-    "--allow-ports", `${codeServerPort},${app.port}`, "--udp-bind", "127.0.0.1",
+    "--allow-ports", [codeServerPort, app.port, ...extraPorts].join(","), "--udp-bind", "127.0.0.1",
   ], { work });
   await waitFor("the agent online", async () => {
     const r = await fetch(`${url}/api/v1/workspaces`, { headers: { authorization: `Bearer ${token}` } });

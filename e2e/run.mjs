@@ -147,13 +147,16 @@ async function codeServerThroughTunnel({ relay }) {
 }
 
 async function main() {
-  // E2E_NO_BUILD=1 uses what is built (for iterating on the tests).
+  // E2E_NO_BUILD=1 uses what is built (for iterating on the tests); E2E_BIN_DIR=DIR takes
+  // burrowd and burrow-agent from DIR (e.g. the release build the benchmarks made).
   if (!process.env.E2E_NO_BUILD) {
     log("building burrowd, burrow-agent and the web packages");
-    run("cargo", ["build", "--bins", "-p", "burrow-server", "-p", "burrow-agent"], { cwd: root, stdio: "inherit" });
+    if (!process.env.E2E_BIN_DIR) {
+      run("cargo", ["build", "--bins", "-p", "burrow-server", "-p", "burrow-agent"], { cwd: root, stdio: "inherit" });
+    }
     run("bash", ["scripts/build-web.sh"], { cwd: root, stdio: "inherit" });
   }
-  stack = await startStack();
+  stack = await startStack(process.env.E2E_BIN_DIR ? { binDir: process.env.E2E_BIN_DIR } : {});
   log(`stack up: burrowd ${stack.url}, code-server :${stack.codeServerPort}, test app :${stack.app.port}, work ${stack.work}`);
   browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
 

@@ -252,6 +252,10 @@ fn bars(all: &[Results], panel: &str) -> (Vec<Bar>, String) {
             unit = g.unit.clone();
             for row in &g.rows {
                 if let (Some(median), Some((min, max))) = (row.median(), min_max(&row.samples)) {
+                    // A log scale has no place for zero or less.
+                    if panel == "latency" && min <= 0.0 {
+                        continue;
+                    }
                     out.push(Bar {
                         label: format!("{}: {}", g.id, row.name),
                         median,
@@ -323,7 +327,8 @@ where
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(260);
+        // Wide enough for the browser suite's longer row labels.
+        .y_label_area_size(330);
     let colors = [
         RGBColor(0x1f, 0x77, 0xb4),
         RGBColor(0xff, 0x7f, 0x0e),
@@ -333,13 +338,18 @@ where
     ];
     let color_of = |b: &Bar| {
         let path = b.label.split(": ").nth(1).unwrap_or("");
-        let i = if path.starts_with("raw") {
+        // What each side is measured against (raw TCP, Chrome by itself) in one colour, the
+        // other tool or the browser without Burrow in another, Burrow's paths in a third.
+        let i = if path.starts_with("raw") || path.starts_with("Chrome") {
             0
-        } else if path.starts_with("ssh") {
+        } else if path.starts_with("ssh") || path.starts_with("direct") {
             1
         } else if path.contains("relay") {
             3
-        } else if path.starts_with("Burrow") {
+        } else if ["Burrow", "tunnel", "service worker"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
             2
         } else {
             4
