@@ -625,9 +625,7 @@ impl DriverStream {
             outcome: None,
         }
     }
-}
 
-impl DriverStream {
     /// Drops what the writer staged, giving its share of the budget back.
     fn drop_outbound(&mut self) {
         let staged: usize = self.outbound.drain(..).map(|b| b.len()).sum();

@@ -420,10 +420,54 @@ struct SecretAuthHandler {
     secret: Arc<[u8]>,
     refusals: mpsc::Sender<TurnRefusal>,
     /// Usernames refused lately, so that retries are not audited again.
-    recent: Mutex<HashMap<String, Instant>>,
+    recent: Mutex<RecentKeys<String>>,
     /// Credentials that authenticated while valid, by the address that used them, with
     /// their last use: see [`HELD_CREDENTIAL_IDLE`].
-    held: Mutex<HashMap<(String, SocketAddr), Instant>>,
+    held: Mutex<RecentKeys<(String, SocketAddr)>>,
+}
+
+/// Keys with when they were last seen, for a bounded time and in bounded number: past
+/// `capacity`, keys unseen for `idle` are forgotten, and a new key is not recorded while
+/// the recent ones still fill it (a flood of distinct keys must not grow the map).
+#[derive(Debug)]
+struct RecentKeys<K> {
+    seen: HashMap<K, Instant>,
+    idle: Duration,
+    capacity: usize,
+}
+
+impl<K: Eq + std::hash::Hash> RecentKeys<K> {
+    fn new(idle: Duration, capacity: usize) -> Self {
+        Self {
+            seen: HashMap::new(),
+            idle,
+            capacity,
+        }
+    }
+
+    /// Whether `key` was seen less than `idle` before `now`.
+    fn is_recent<Q>(&self, key: &Q, now: Instant) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        self.seen
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < self.idle)
+    }
+
+    /// Records `key` as seen at `now`; false if it is new and there is no room for it.
+    fn touch(&mut self, key: K, now: Instant) -> bool {
+        if self.seen.len() >= self.capacity && !self.seen.contains_key(&key) {
+            let idle = self.idle;
+            self.seen.retain(|_, at| now.duration_since(*at) < idle);
+            if self.seen.len() >= self.capacity {
+                return false;
+            }
+        }
+        self.seen.insert(key, now);
+        true
+    }
 }
 
 impl SecretAuthHandler {
@@ -431,8 +475,11 @@ impl SecretAuthHandler {
         Self {
             secret,
             refusals,
-            recent: Mutex::new(HashMap::new()),
-            held: Mutex::new(HashMap::new()),
+            recent: Mutex::new(RecentKeys::new(REFUSAL_AUDIT_QUIET, REFUSAL_MEMORY)),
+            held: Mutex::new(RecentKeys::new(
+                HELD_CREDENTIAL_IDLE,
+                HELD_CREDENTIALS_MEMORY,
+            )),
         }
     }
 
@@ -451,22 +498,13 @@ impl SecretAuthHandler {
         let key = (username.to_owned(), src_addr);
         match turn_auth::verify(&self.secret, username, now_unix) {
             Ok(password) => {
-                if held.len() >= HELD_CREDENTIALS_MEMORY && !held.contains_key(&key) {
-                    held.retain(|_, last| now.duration_since(*last) < HELD_CREDENTIAL_IDLE);
-                }
-                if held.len() < HELD_CREDENTIALS_MEMORY || held.contains_key(&key) {
-                    held.insert(key, now);
-                } else {
+                if !held.touch(key, now) {
                     debug!("too many held TURN credentials; this one ends at its expiry");
                 }
                 Ok(password)
             }
-            Err(TurnAuthError::Expired { .. })
-                if held
-                    .get(&key)
-                    .is_some_and(|last| now.duration_since(*last) < HELD_CREDENTIAL_IDLE) =>
-            {
-                held.insert(key, now);
+            Err(TurnAuthError::Expired { .. }) if held.is_recent(&key, now) => {
+                held.touch(key, now);
                 Ok(turn_auth::password_for(&self.secret, username))
             }
             Err(e) => Err(e),
@@ -479,20 +517,8 @@ impl SecretAuthHandler {
             return false;
         };
         let now = Instant::now();
-        if let Some(at) = recent.get(username)
-            && now.duration_since(*at) < REFUSAL_AUDIT_QUIET
-        {
-            return false;
-        }
-        if recent.len() >= REFUSAL_MEMORY {
-            recent.retain(|_, at| now.duration_since(*at) < REFUSAL_AUDIT_QUIET);
-            if recent.len() >= REFUSAL_MEMORY {
-                // A flood of distinct usernames: stop auditing it rather than grow.
-                return false;
-            }
-        }
-        recent.insert(username.to_owned(), now);
-        true
+        // A flood of distinct usernames fills the map: it stops being audited rather than grow.
+        !recent.is_recent(username, now) && recent.touch(username.to_owned(), now)
     }
 }
 
@@ -664,6 +690,27 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")
+    }
+
+    #[test]
+    fn recent_keys_refuse_a_new_key_while_full_and_make_room_from_stale_ones() {
+        let idle = Duration::from_secs(60);
+        let mut keys = RecentKeys::new(idle, 2);
+        let t0 = Instant::now();
+        assert!(keys.touch("a", t0));
+        assert!(keys.touch("b", t0 + Duration::from_secs(30)));
+        assert!(
+            !keys.touch("c", t0 + Duration::from_secs(40)),
+            "full of recent keys"
+        );
+        assert!(
+            keys.touch("a", t0 + Duration::from_secs(40)),
+            "a known key is updated"
+        );
+        assert!(keys.is_recent("a", t0 + Duration::from_secs(90)));
+        assert!(!keys.is_recent("b", t0 + Duration::from_secs(90)));
+        assert!(keys.touch("c", t0 + Duration::from_secs(95)), "b was stale");
+        assert!(!keys.is_recent("b", t0 + Duration::from_secs(95)));
     }
 
     #[test]
