@@ -415,6 +415,10 @@ impl AsyncUdpSocket for GsoCapped {
     }
 }
 
+/// How many messages a peer may send before this end reports the channel open; the protocol
+/// has it send one (HELLO) before hearing from us, so this is generous.
+const MAX_EARLY_MESSAGES: usize = 64;
+
 /// Longest driver sleep while a connection is being set up (see [`TunedRuntime`]).
 const SETUP_TICK: Duration = Duration::from_millis(1);
 
@@ -844,6 +848,41 @@ impl ChannelState {
     }
 }
 
+/// Why a data channel never opened.
+#[derive(Debug, PartialEq, Eq)]
+enum OpenFailed {
+    Closed,
+    TooManyEarlyMessages,
+}
+
+/// Takes a channel's events until its open event, keeping the messages that come first.
+///
+/// The remote end may send as soon as its own end is open, and webrtc-rs can hand over a
+/// message before it reports this end's open (seen on a relayed path). Such messages are the
+/// first bytes of the tunnel (the peer's HELLO), so they are kept, in order, for the reader;
+/// dropping them broke the tunnel's handshake.
+async fn await_open<F, Fut>(mut next_event: F) -> Result<VecDeque<Bytes>, OpenFailed>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<DataChannelEvent>>,
+{
+    let mut early = VecDeque::new();
+    loop {
+        match next_event().await {
+            None | Some(DataChannelEvent::OnClose) => return Err(OpenFailed::Closed),
+            Some(DataChannelEvent::OnOpen) => return Ok(early),
+            Some(DataChannelEvent::OnMessage(msg)) => {
+                if early.len() >= MAX_EARLY_MESSAGES {
+                    return Err(OpenFailed::TooManyEarlyMessages);
+                }
+                debug!("message received before the channel opened; kept for the reader");
+                early.push_back(msg.data.freeze());
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// Waits for the channel to open, then hands it over as a [`MessageChannel`]. Ends early
 /// (dropping `ready`, which fails [`PeerSession::data_channel`]) when the channel or the
 /// connection closes first.
@@ -853,29 +892,25 @@ async fn open(
     mut stop: tokio::sync::watch::Receiver<bool>,
     setting_up: Arc<AtomicBool>,
 ) {
-    loop {
-        let event = tokio::select! {
-            biased;
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            _ = ready.closed() => return,
-            event = dc.poll() => event,
-        };
-        match event {
-            None | Some(DataChannelEvent::OnClose) => return,
-            Some(DataChannelEvent::OnOpen) => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(SETUP_TICK_TAIL).await;
-                    setting_up.store(false, Ordering::Relaxed);
-                });
-                break;
-            }
-            Some(DataChannelEvent::OnMessage(_)) => {
-                // webrtc-rs delivers the open first; nothing can be sent before it.
-                warn!("dropping a message received before the channel opened");
-            }
-            Some(_) => {}
+    let opened = tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => return,
+        _ = ready.closed() => return,
+        opened = await_open(|| dc.poll()) => opened,
+    };
+    let early = match opened {
+        Ok(early) => early,
+        Err(OpenFailed::Closed) => return,
+        Err(OpenFailed::TooManyEarlyMessages) => {
+            warn!("peer sent too many messages before the channel opened; closing it");
+            let _ = dc.close().await;
+            return;
         }
-    }
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(SETUP_TICK_TAIL).await;
+        setting_up.store(false, Ordering::Relaxed);
+    });
     let state = Arc::new(ChannelState {
         closed: AtomicBool::new(false),
         closed_notify: Notify::new(),
@@ -885,7 +920,7 @@ async fn open(
             dc: dc.clone(),
             state: state.clone(),
         }),
-        source: Box::new(WebrtcSource { dc, state }),
+        source: Box::new(WebrtcSource { dc, state, early }),
     };
     // Fails only if the session is gone; dropping the channel then is all there is to do.
     let _ = ready.send(channel);
@@ -932,11 +967,16 @@ impl MessageSink for WebrtcSink {
 struct WebrtcSource {
     dc: Arc<dyn DataChannel>,
     state: Arc<ChannelState>,
+    /// Messages that arrived before the open event, delivered before any later one.
+    early: VecDeque<Bytes>,
 }
 
 #[async_trait]
 impl MessageSource for WebrtcSource {
     async fn recv(&mut self) -> Option<Bytes> {
+        if let Some(msg) = self.early.pop_front() {
+            return Some(msg);
+        }
         loop {
             // Cancel-safe: an event is only taken from the queue when `poll` completes.
             match self.dc.poll().await {
@@ -1007,5 +1047,51 @@ mod tests {
         let sdp = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
         assert_eq!(first_mid(sdp).as_deref(), Some("0"));
         assert_eq!(first_mid("v=0\r\n"), None);
+    }
+
+    fn message(data: &[u8]) -> DataChannelEvent {
+        DataChannelEvent::OnMessage(webrtc::data_channel::RTCDataChannelMessage {
+            is_string: false,
+            data: BytesMut::from(data),
+        })
+    }
+
+    async fn await_open_over(events: Vec<DataChannelEvent>) -> Result<VecDeque<Bytes>, OpenFailed> {
+        let mut events = events.into_iter();
+        await_open(|| std::future::ready(events.next())).await
+    }
+
+    #[tokio::test]
+    async fn messages_arriving_before_the_open_event_are_kept_in_order() {
+        let early = await_open_over(vec![
+            message(b"hello"),
+            DataChannelEvent::OnBufferedAmountLow,
+            message(b"pong"),
+            DataChannelEvent::OnOpen,
+            message(b"after"),
+        ])
+        .await
+        .expect("the channel opens");
+        assert_eq!(
+            early,
+            [Bytes::from_static(b"hello"), Bytes::from_static(b"pong")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_closes_before_opening_fails_to_open() {
+        let closed = await_open_over(vec![message(b"hello"), DataChannelEvent::OnClose]).await;
+        assert_eq!(closed, Err(OpenFailed::Closed));
+        assert_eq!(await_open_over(vec![]).await, Err(OpenFailed::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_flood_before_the_open_event_is_refused_not_buffered() {
+        let mut events: Vec<_> = (0..=MAX_EARLY_MESSAGES).map(|_| message(b"x")).collect();
+        events.push(DataChannelEvent::OnOpen);
+        assert_eq!(
+            await_open_over(events).await,
+            Err(OpenFailed::TooManyEarlyMessages)
+        );
     }
 }
