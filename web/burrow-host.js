@@ -10,6 +10,11 @@ import init, { connect } from "/pkg/client/burrow_client.js";
 
 let wasmReady;
 
+/** How long a request may take before the worker is told it is in hand (its ACK_WAIT is
+ *  3 s), and how often it is reminded after that (its BEAT_WAIT is 6 s). */
+const ACCEPT_AFTER_MS = 500;
+const HEARTBEAT_MS = 2000;
+
 export class BurrowHost {
   /** @param {{url: string, token: string, forceRelay?: boolean}} options */
   constructor({ url, token, forceRelay = false }) {
@@ -110,9 +115,14 @@ export class BurrowHost {
     const reply = m.ports[0];
     if (d?.burrow === "ws-connect" && reply) return this.serveWebSocket(d.workspace, reply);
     if (!d || d.burrow !== "fetch" || !reply) return;
-    reply.postMessage({ type: "accepted" });
-    // Heartbeats while the app has not answered: the worker gives up on a silent window.
-    const beat = setInterval(() => reply.postMessage({ type: "waiting" }), 2000);
+    // The worker counts a window dead when it hears nothing about a request for a few
+    // seconds. A quick answer is its own acknowledgement; only a slow one is preceded by
+    // "accepted" and then heartbeats, which keeps two thread hops off every small fetch.
+    let beat = null;
+    const slow = setTimeout(() => {
+      reply.postMessage({ type: "accepted" });
+      beat = setInterval(() => reply.postMessage({ type: "waiting" }), HEARTBEAT_MS);
+    }, ACCEPT_AFTER_MS);
     try {
       const tunnel = await this.tunnel(d.workspace);
       const request = new Request(d.url, {
@@ -121,22 +131,21 @@ export class BurrowHost {
         body: d.body,
         redirect: d.redirect,
       });
-      const response = await tunnel.fetch(request, { host: location.host });
+      const response = await tunnel.fetchParts(request, { host: location.host });
+      clearTimeout(slow);
       clearInterval(beat);
       this.counters.requests++;
-      this.mirrorCookies(tunnel, d.workspace, d.port);
+      // The jar changes only with a Set-Cookie, which a redirect on the way may have had.
+      if (response.redirected || response.headers.some(([name]) => name === "set-cookie")) {
+        this.mirrorCookies(tunnel, d.workspace, d.port);
+      }
+      // A body that arrived whole is a Uint8Array: its buffer moves to the worker in this
+      // one message, where a stream would cost the worker a round trip per read.
       const body = response.body;
-      reply.postMessage(
-        {
-          type: "response",
-          status: response.status,
-          statusText: response.statusText,
-          headers: [...response.headers],
-          body,
-        },
-        body ? [body] : [],
-      );
+      const transfer = body instanceof Uint8Array ? [body.buffer] : body ? [body] : [];
+      reply.postMessage({ type: "response", ...response }, transfer);
     } catch (err) {
+      clearTimeout(slow);
       clearInterval(beat);
       this.counters.failures++;
       reply.postMessage({ type: "error", message: String(err?.message ?? err) });

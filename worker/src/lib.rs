@@ -10,10 +10,12 @@
 //! window -> SW (message event):       {burrow: "port", workspace}      + ports[0]
 //! SW  -> port:  {burrow: "fetch", workspace, port, url, method, headers, body, redirect,
 //!                navigate}                                            + reply port
-//! window -> reply port:  {type: "accepted"}   at once, proving the port is alive
-//! window -> reply port:  {type: "waiting"}    every 2 s until the app answers
+//! window -> reply port:  {type: "accepted"}   when the answer takes over 0.5 s, proving
+//!                                             the port is alive (a quick answer does that)
+//! window -> reply port:  {type: "waiting"}    then every 2 s until the app answers
 //! window -> reply port:  {type: "response", status, statusText, headers, body}
-//!                        (body: a transferred ReadableStream, or null)
+//!                        (body: a Uint8Array, its buffer transferred, when the whole body
+//!                        arrived with the head; else a transferred ReadableStream; or null)
 //!                     |  {type: "error", message}
 //! app page -> SW:  {burrow: "ws-port", workspace}  + ports[0]   (a page not framed by the
 //!                  dashboard wants a WebSocket; the port is passed on to the window)

@@ -412,16 +412,34 @@ fn build_response(
     }
     init.set_headers(&headers);
     let null_body = method == "HEAD" || matches!(status, 204 | 205 | 304);
-    let body = Reflect::get(reply, &"body".into())?
+    let body = Reflect::get(reply, &"body".into())?;
+    if null_body || body.is_null() || body.is_undefined() {
+        return Ok(Response::new_with_opt_readable_stream_and_init(
+            None, &init,
+        )?);
+    }
+    // A body that arrived whole with the head comes as bytes (one transfer); a longer or
+    // still-running one as a stream, read as the page reads.
+    if let Some(bytes) = body.dyn_ref::<Uint8Array>() {
+        let bytes = if is_html {
+            let mut injector = HtmlInjector::new(WS_SHIM_PATH);
+            let mut html = injector.push(&bytes.to_vec());
+            html.extend(injector.finish());
+            Uint8Array::from(html.as_slice())
+        } else {
+            bytes.clone()
+        };
+        return Ok(Response::new_with_opt_js_u8_array_and_init(
+            Some(&bytes),
+            &init,
+        )?);
+    }
+    let body = body
         .dyn_into::<ReadableStream>()
-        .ok()
-        .filter(|_| !null_body);
-    let body = match body {
-        Some(b) if is_html => Some(inject_shim(b)),
-        b => b,
-    };
+        .map_err(|_| SwError::Js("reply body is neither bytes nor a stream".into()))?;
+    let body = if is_html { inject_shim(body) } else { body };
     Ok(Response::new_with_opt_readable_stream_and_init(
-        body.as_ref(),
+        Some(&body),
         &init,
     )?)
 }

@@ -16,7 +16,7 @@
 //!   request body was sent whole, and the response allowed keep-alive.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use burrow_proto::cookies::{CookieJar, StoredCookie};
@@ -225,6 +225,62 @@ impl Tunnel {
     /// `tunnel.fetch(request, {host})`: see the crate docs. Rejects with the abort
     /// signal's reason when aborted, else with a [`ClientError`].
     pub async fn fetch(&self, request: Request, host: Option<String>) -> Result<Response, JsValue> {
+        match self.fetch_parts(request, host).await? {
+            (response, PartsBody::None) => response.into_response(Body::None),
+            (response, PartsBody::Whole(bytes)) => {
+                response.into_response(Body::Bytes(&Uint8Array::from(&bytes[..])))
+            }
+            (response, PartsBody::Streamed(state)) => {
+                let stream = body_stream(response.coding(), state)?;
+                response.into_response(Body::Stream(&stream))
+            }
+        }
+    }
+
+    /// `tunnel.fetchParts(request, {host})`: the response as a plain object, for code that
+    /// forwards it rather than reads it (the service-worker bridge posts it to the worker).
+    /// Its body is a `Uint8Array` when the whole body had arrived with the head, so it
+    /// crosses to another thread in one transfer; else a `ReadableStream`; `null` for none.
+    pub async fn fetch_parts_js(
+        &self,
+        request: Request,
+        host: Option<String>,
+    ) -> Result<js_sys::Object, JsValue> {
+        let (response, body) = self.fetch_parts(request, host).await?;
+        let (body, decoded): (JsValue, bool) = match body {
+            PartsBody::None => (JsValue::NULL, false),
+            PartsBody::Whole(bytes) => (Uint8Array::from(&bytes[..]).into(), false),
+            PartsBody::Streamed(state) => {
+                let coding = response.coding();
+                (body_stream(coding, state)?.into(), coding.is_some())
+            }
+        };
+        let headers = js_sys::Array::new();
+        for (name, value) in response.visible_headers(decoded) {
+            headers.push(&js_sys::Array::of2(&name.into(), &value.into()));
+        }
+        let parts = js_sys::Object::new();
+        let set = |key: &str, value: &JsValue| js_sys::Reflect::set(&parts, &key.into(), value);
+        set("status", &response.head.status.as_u16().into())?;
+        set(
+            "statusText",
+            &response.head.status.canonical_reason().unwrap_or("").into(),
+        )?;
+        set("headers", &headers)?;
+        set("url", &response.url.as_str().into())?;
+        set("redirected", &response.redirected.into())?;
+        set("body", &body)?;
+        Ok(parts)
+    }
+
+    /// The exchange, with its body taken whole when it already arrived (and the browser
+    /// need not decode it), else left to stream. Rejects with the abort signal's reason
+    /// when aborted, else with a [`ClientError`].
+    async fn fetch_parts(
+        &self,
+        request: Request,
+        host: Option<String>,
+    ) -> Result<(BuiltResponse, PartsBody), JsValue> {
         let signal = request.signal();
         if signal.aborted() {
             return Err(signal.reason());
@@ -243,13 +299,17 @@ impl Tunnel {
         match self.fetch_inner(&request, host, &current).await {
             _ if signal.aborted() => Err(signal.reason()),
             Ok(Fetched { response, body }) => {
-                if let Some(mut body) = body {
-                    body.abort = Some((listener, signal));
-                    body.current = current;
-                    attach_body(response, body)
-                } else {
-                    Ok(response.into_response(None)?)
+                let Some(mut body) = body else {
+                    return Ok((response, PartsBody::None));
+                };
+                if response.coding().is_none()
+                    && let Some(whole) = body.take_arrived()?
+                {
+                    return Ok((response, PartsBody::Whole(whole)));
                 }
+                body.abort = Some((listener, signal));
+                body.current = current;
+                Ok((response, PartsBody::Streamed(body)))
             }
             Err(e) => Err(e.into()),
         }
@@ -325,6 +385,7 @@ impl Tunnel {
                 abort: None,
                 current: Rc::default(),
                 drained: 0,
+                arrived: VecDeque::new(),
             };
             let location = head.headers.get(header::LOCATION).cloned();
             let next = redirected(head.status, &method);
@@ -629,17 +690,23 @@ impl BuiltResponse {
         }
     }
 
-    fn into_response(self, body: Option<&ReadableStream>) -> Result<Response, JsValue> {
-        let decoded = body.is_some() && self.coding().is_some();
-        let headers = Headers::new()?;
-        for (name, value) in &self.head.headers {
+    /// The headers as the browser should see them: without the content coding and length
+    /// when the body is `decoded` on its way, and without values that are not text.
+    fn visible_headers(&self, decoded: bool) -> impl Iterator<Item = (&str, &str)> {
+        self.head.headers.iter().filter_map(move |(name, value)| {
             if decoded && (name == header::CONTENT_ENCODING || name == header::CONTENT_LENGTH) {
-                continue;
+                return None;
             }
+            Some((name.as_str(), std::str::from_utf8(value.as_bytes()).ok()?))
+        })
+    }
+
+    fn into_response(self, body: Body<'_>) -> Result<Response, JsValue> {
+        let decoded = matches!(body, Body::Stream(_)) && self.coding().is_some();
+        let headers = Headers::new()?;
+        for (name, value) in self.visible_headers(decoded) {
             // A value the browser refuses (not Latin-1 text) is left out, not fatal.
-            if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
-                let _ = headers.append(name.as_str(), value);
-            }
+            let _ = headers.append(name, value);
         }
         let init = ResponseInit::new();
         init.set_status(self.head.status.as_u16());
@@ -652,7 +719,13 @@ impl BuiltResponse {
             ))
             .into());
         }
-        let response = Response::new_with_opt_readable_stream_and_init(body, &init)?;
+        let response = match body {
+            Body::None => Response::new_with_opt_readable_stream_and_init(None, &init)?,
+            Body::Bytes(bytes) => Response::new_with_opt_js_u8_array_and_init(Some(bytes), &init)?,
+            Body::Stream(stream) => {
+                Response::new_with_opt_readable_stream_and_init(Some(stream), &init)?
+            }
+        };
         // `url` and `redirected` are read-only getters on Response.prototype; own
         // properties on the instance shadow them.
         define(&response, "url", &self.url.into());
@@ -671,10 +744,17 @@ fn define(target: &JsValue, name: &str, value: &JsValue) {
     );
 }
 
-/// Wraps the body into a pull-based `ReadableStream` (decoded by the browser when it has a
-/// content coding) and makes the `Response`.
-fn attach_body(built: BuiltResponse, state: BodyState) -> Result<Response, JsValue> {
-    let coding = built.coding();
+/// How a response body leaves [`Tunnel::fetch_parts`].
+enum PartsBody {
+    None,
+    /// It had all arrived with the head.
+    Whole(Bytes),
+    Streamed(BodyState),
+}
+
+/// The body as a pull-based `ReadableStream`, decoded by the browser when it has a
+/// content `coding`.
+fn body_stream(coding: Option<&'static str>, state: BodyState) -> Result<ReadableStream, JsValue> {
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         match state.next_chunk().await {
@@ -694,7 +774,16 @@ fn attach_body(built: BuiltResponse, state: BodyState) -> Result<Response, JsVal
         let decompress = DecompressionStream::new(format)?;
         body = body.pipe_through(decompress.unchecked_ref());
     }
-    built.into_response(Some(&body))
+    Ok(body)
+}
+
+/// What a `Response` is made with.
+enum Body<'a> {
+    None,
+    /// The whole body, which had arrived with the head: no stream to pull through.
+    Bytes(&'a Uint8Array),
+    /// Decoded by the browser first when the response has a content coding it knows.
+    Stream(&'a ReadableStream),
 }
 
 /// A response body being read: owns the connection until the body ends.
@@ -708,12 +797,17 @@ struct BodyState {
     abort: Option<(EventListener, AbortSignal)>,
     current: Current,
     drained: usize,
+    /// Pieces [`Self::take_arrived`] took from the decoder; the body starts with them.
+    arrived: VecDeque<Bytes>,
 }
 
 impl BodyState {
     /// The next piece of the body, `None` at its end (the connection then goes back to the
     /// pool if it may).
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        if let Some(bytes) = self.arrived.pop_front() {
+            return Ok(Some(bytes));
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(None);
@@ -740,6 +834,40 @@ impl BodyState {
                         return Err(e);
                     }
                 },
+                Err(e) => {
+                    self.conn = None;
+                    return Err(ClientError::BadResponse(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The whole body if it had all arrived with the head, without waiting for the stream.
+    ///
+    /// A small response usually has: the app writes head and body at once, and they come
+    /// in one tunnel message. Such a body is then handed over as bytes, which spares the
+    /// page (and the service worker, which forwards it across threads) a stream's pull
+    /// round trips. Otherwise what did arrive is kept for [`Self::next_chunk`], and `None`.
+    fn take_arrived(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(Some(concat(self.arrived.drain(..))));
+            };
+            match conn.decoder.poll_event() {
+                Ok(Some(ResponseEvent::Body(bytes))) if bytes.is_empty() => {}
+                Ok(Some(ResponseEvent::Body(bytes))) => self.arrived.push_back(bytes),
+                Ok(Some(ResponseEvent::End { reusable })) => {
+                    self.release(reusable);
+                    return Ok(Some(concat(self.arrived.drain(..))));
+                }
+                Ok(Some(ResponseEvent::Trailers(_) | ResponseEvent::Informational(_))) => {}
+                Ok(Some(ResponseEvent::Head(_) | ResponseEvent::Upgrade { .. })) => {
+                    self.conn = None;
+                    return Err(ClientError::BadResponse(
+                        "a second response head inside a body".into(),
+                    ));
+                }
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     self.conn = None;
                     return Err(ClientError::BadResponse(e.to_string()));
@@ -779,4 +907,17 @@ impl BodyState {
             }
         }
     }
+}
+
+/// One buffer of the pieces, without a copy when there is just one.
+fn concat(pieces: impl ExactSizeIterator<Item = Bytes>) -> Bytes {
+    let mut pieces = pieces.peekable();
+    if pieces.len() == 1 {
+        return pieces.next().unwrap_or_default();
+    }
+    let mut whole = BytesMut::new();
+    for piece in pieces {
+        whole.extend_from_slice(&piece);
+    }
+    whole.freeze()
 }

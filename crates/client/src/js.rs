@@ -59,6 +59,21 @@ export interface FetchInit {
     host?: string;
 }
 
+/** What {@link Tunnel.fetchParts} resolves to: a response's parts, ready to post to
+ *  another thread (transfer `body`, or `body.buffer` when it is a `Uint8Array`). */
+export interface TunnelResponseParts {
+    status: number;
+    statusText: string;
+    /** As the browser should see them (no content coding once the body is decoded). */
+    headers: [string, string][];
+    /** The final URL, after redirects. */
+    url: string;
+    redirected: boolean;
+    /** The whole body when it had arrived with the head, else a stream of it; `null`
+     *  when the response has none (HEAD, 204, 304). */
+    body: Uint8Array | ReadableStream<Uint8Array> | null;
+}
+
 /** A cookie the app behind a port set (see {@link Tunnel.cookies}). */
 export interface TunnelCookie {
     name: string;
@@ -160,18 +175,24 @@ impl Tunnel {
     ) -> Promise {
         let tunnel = self.clone();
         future_to_promise(async move {
-            let request = match request.as_string() {
-                Some(url) => web_sys::Request::new_with_str(&url)?,
-                None => request.dyn_into::<web_sys::Request>().map_err(|_| {
-                    ClientError::Request("fetch takes a Request or a URL string".into())
-                })?,
-            };
-            let host = if init.is_object() {
-                js_sys::Reflect::get(&init, &"host".into())?.as_string()
-            } else {
-                None
-            };
+            let (request, host) = fetch_args(request, &init)?;
             Ok(tunnel.fetch(request, host).await?.into())
+        })
+    }
+
+    /// Like `fetch`, but resolves to the response's parts rather than a `Response`, for
+    /// code that forwards it to another thread: a body that had arrived whole with the head
+    /// is a `Uint8Array`, transferable in one piece, instead of a stream.
+    #[wasm_bindgen(js_name = fetchParts, unchecked_return_type = "Promise<TunnelResponseParts>")]
+    pub fn fetch_parts_js_api(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Request | string")] request: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "FetchInit")] init: JsValue,
+    ) -> Promise {
+        let tunnel = self.clone();
+        future_to_promise(async move {
+            let (request, host) = fetch_args(request, &init)?;
+            Ok(tunnel.fetch_parts_js(request, host).await?.into())
         })
     }
 
@@ -312,4 +333,23 @@ impl TunnelStream {
     pub fn reset(&self) {
         self.abort();
     }
+}
+
+/// `fetch`'s and `fetchParts`' arguments: a `Request` (or a URL) and `init.host`.
+fn fetch_args(
+    request: JsValue,
+    init: &JsValue,
+) -> Result<(web_sys::Request, Option<String>), JsValue> {
+    let request = match request.as_string() {
+        Some(url) => web_sys::Request::new_with_str(&url)?,
+        None => request
+            .dyn_into::<web_sys::Request>()
+            .map_err(|_| ClientError::Request("fetch takes a Request or a URL string".into()))?,
+    };
+    let host = if init.is_object() {
+        js_sys::Reflect::get(init, &"host".into())?.as_string()
+    } else {
+        None
+    };
+    Ok((request, host))
 }

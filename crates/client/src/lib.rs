@@ -30,6 +30,8 @@
 //! tunnel.ping(): Promise<number>
 //! tunnel.stats(): Promise<TunnelStats>                  // {path, rttMs, bytesSent, bytesReceived, state}
 //! tunnel.fetch(request: Request | string, init?: {host?: string}): Promise<Response>
+//! tunnel.fetchParts(request, init?): Promise<TunnelResponseParts> // {status, statusText, headers, url,
+//!                                                         //  redirected, body: Uint8Array | ReadableStream | null}
 //! tunnel.webSocket(url: string, protocols?: string | string[],
 //!                  init?: {host?: string, origin?: string}): BurrowWebSocket
 //! tunnel.cookies(port: number): Array<{name, value, path, httpOnly, expires?}>
