@@ -4,6 +4,8 @@
 //! timing matters.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use burrow_peer::channel::{MessageChannel, memory_pair};
@@ -139,4 +141,47 @@ async fn answering_peer_keeps_an_idle_tunnel_up() {
     let keepalives = drain(&mut seen).iter().filter(|f| is_keepalive(f)).count();
     assert!(keepalives >= 600 / 5 - 1, "{keepalives} keepalives");
     driver.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_ends_the_tunnel_of_a_client_that_went_silent() {
+    let (near, mut far) = memory_pair(64);
+    let (reports, _records) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let agent = tokio::spawn(tunnel::serve(
+        near,
+        TunnelConfig::default(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Arc::new(|_| true),
+        reports,
+    ));
+    // The client says HELLO, then nothing; its channel stays open (`far` lives on).
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        flags: 0,
+        max_frame_payload: 16_379,
+    };
+    far.sink.send(hello.to_bytes()).await.expect("send");
+
+    assert_eq!(
+        agent.await.expect("join"),
+        Err(TunnelError::Timeout {
+            reason: REASON.into()
+        })
+    );
+    assert!(started.elapsed() < DEFAULT_IDLE_TIMEOUT + Duration::from_secs(1));
+    let mut last = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::ZERO, far.source.recv()).await {
+        last = Frame::decode_bytes(&msg).ok();
+    }
+    assert!(
+        matches!(
+            last,
+            Some(Frame::Reset {
+                code: ResetCode::TIMEOUT,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
 }

@@ -619,7 +619,8 @@ impl Tunnel {
     ///
     /// `Err` means the peer broke the connection's rules: the tunnel is now closed and a
     /// RESET on stream 0 saying why is queued; send it, then close the channel. Messages
-    /// after the tunnel closed are ignored.
+    /// after the tunnel closed are ignored. A valid message is a sign of life, counted at
+    /// the next [`Self::handle_timeout`].
     pub fn handle_message(&mut self, msg: Bytes) -> Result<(), TunnelError> {
         if self.closed {
             return Ok(());
