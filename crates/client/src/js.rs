@@ -47,8 +47,9 @@ export type TunnelState = "connecting" | "connected" | "reconnecting" | "closed"
 /** What {@link Tunnel.onstatechange} is called with. */
 export interface TunnelStateEvent {
     state: TunnelState;
-    /** Why the tunnel closed, when reconnecting failed ("unauthorized: ...",
-     *  "agent_offline: ...", ...). */
+    /** For "reconnecting": why the connection was lost ("data channel closed", "the agent
+     *  stopped answering: no word from the peer in 30 s", ...). For "closed": why, when
+     *  reconnecting failed ("unauthorized: ...", "agent_offline: ...", ...). */
     error?: Error;
 }
 
@@ -258,9 +259,10 @@ impl Tunnel {
     }
 
     /// Called with a `TunnelStateEvent` whenever `state` changes. When the peer
-    /// connection fails or its data channel closes, the tunnel reconnects with backoff
-    /// (new sessions through burrowd); if that fails, `state` becomes "closed" and the
-    /// event's `error` says why.
+    /// connection fails, its data channel closes, or the agent stops answering (nothing
+    /// heard for 30 s, keepalive pings included), the tunnel reconnects with backoff (new
+    /// sessions through burrowd; the "reconnecting" event's `error` says what was lost); if
+    /// that fails, `state` becomes "closed" and the event's `error` says why.
     #[wasm_bindgen(getter = onstatechange, unchecked_return_type = "((event: TunnelStateEvent) => void) | null")]
     pub fn onstatechange_js(&self) -> Option<js_sys::Function> {
         self.on_state_change()

@@ -15,12 +15,20 @@
 //! - receiving: bytes stay in the `Tunnel` until `read` takes them, and reading is what
 //!   grants the agent more credit, so a stream nobody reads stops its sender (and only
 //!   it), holding at most one window.
+//!
+//! Liveness: one `setTimeout` (a gloo `Timeout` owned by `Inner`) is armed for the
+//! `Tunnel`'s next keepalive or idle deadline, and the `Tunnel` is told the time when it
+//! fires and after every incoming message. An agent that stops answering while ICE stays
+//! up closes the tunnel after the idle timeout; that counts as a lost connection: open
+//! streams fail with the reason, `statechange` ("reconnecting") carries it, and the tunnel
+//! reconnects.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use burrow_proto::frame::{HEADER_LEN, ResetCode, StreamId};
 use burrow_proto::signal::{
@@ -31,6 +39,7 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt as _;
 use gloo_events::EventListener;
+use gloo_timers::callback::Timeout;
 use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -123,6 +132,11 @@ struct Inner {
     lost: Option<Rc<dyn Fn(String)>>,
     /// Why the connection was lost, once it was: open streams fail with it.
     lost_reason: Option<String>,
+    /// This shell, for the timer's callback (which must not keep it alive).
+    me: Weak<RefCell<Inner>>,
+    /// The timer armed for the tunnel's next deadline, with that deadline. Dropping it
+    /// cancels it, so it ends with the connection.
+    timer: Option<(Duration, Timeout)>,
 }
 
 impl Inner {
@@ -160,6 +174,70 @@ impl Inner {
                 break;
             }
         }
+        self.arm_timer();
+    }
+
+    /// Arms the timer for the tunnel's deadline unless one at or before it is armed: the
+    /// deadline only moves later as the agent is heard, and waking early is harmless (the
+    /// tunnel does nothing, and the timer is armed again), so most calls change nothing.
+    fn arm_timer(&mut self) {
+        let deadline = match self.tunnel.poll_timeout() {
+            // The clock starts when the channel opens (see `tick`).
+            Some(deadline) if self.dc_open => deadline,
+            _ => {
+                self.timer = None;
+                return;
+            }
+        };
+        if self
+            .timer
+            .as_ref()
+            .is_some_and(|(armed, _)| *armed <= deadline)
+        {
+            return;
+        }
+        let delay_ms = (deadline.saturating_sub(now()).as_secs_f64() * 1000.0).ceil();
+        let weak = self.me.clone();
+        let timeout = Timeout::new(delay_ms.min(f64::from(i32::MAX)) as u32, move || {
+            with_inner(&weak, Inner::on_timer);
+        });
+        self.timer = Some((deadline, timeout));
+    }
+
+    fn on_timer(&mut self) {
+        // Not dropped here: it may be the one running this code.
+        if let Some((_, fired)) = self.timer.take() {
+            wasm_bindgen_futures::spawn_local(async move { drop(fired) });
+        }
+        self.tick();
+        self.pump();
+    }
+
+    /// Tells the tunnel the time: what arrived since counts as life, a keepalive may be
+    /// due, or the agent was silent too long.
+    fn tick(&mut self) {
+        let was_closed = self.tunnel.is_closed();
+        self.tunnel.handle_timeout(now());
+        if !was_closed && self.tunnel.is_closed() {
+            self.on_agent_silent();
+        }
+    }
+
+    /// The tunnel gave up on a silent agent (ICE may still be up): handled as a lost
+    /// connection, with the tunnel's reason ("no word from the peer in 30 s").
+    fn on_agent_silent(&mut self) {
+        let why = self.tunnel.close_reason().map_or_else(
+            || "the agent stopped answering".to_owned(),
+            |(_, reason)| format!("the agent stopped answering: {reason}"),
+        );
+        // Reconnecting logs it to the console.
+        if self.lost.is_some() {
+            self.lost_reason = Some(format!("{why}; reconnecting"));
+        }
+        // The streams fail with that reason, and the closing RESET goes out in case the
+        // agent still listens; then the channel is let go as if it had died.
+        self.pump();
+        self.on_channel_closed(&why);
     }
 
     fn slot(&self, id: StreamId) -> Option<&Rc<RefCell<Slot>>> {
@@ -240,6 +318,7 @@ impl Inner {
     fn on_message(&mut self, msg: Bytes) {
         // An error closes the tunnel and queues the RESET saying why; pump sends it.
         let _ = self.tunnel.handle_message(msg);
+        self.tick();
         self.pump();
     }
 
@@ -316,6 +395,11 @@ fn now_ms() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())
         .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
+/// The page's monotonic clock as the tunnel's time.
+fn now() -> Duration {
+    Duration::try_from_secs_f64(now_ms() / 1000.0).unwrap_or_default()
 }
 
 /// Byte counts and the network path of a tunnel (the `TunnelStats` interface in
@@ -454,7 +538,10 @@ impl Tunnel {
             if tunnel.state() != TunnelState::Connected {
                 return; // closed by the page
             }
-            tunnel.set_state(TunnelState::Reconnecting, None);
+            tunnel.set_state(
+                TunnelState::Reconnecting,
+                Some(&ClientError::ConnectionLost(why.clone())),
+            );
             let weak = Rc::clone(&weak);
             wasm_bindgen_futures::spawn_local(async move { reconnect(&weak, why).await });
         })
@@ -646,7 +733,10 @@ fn new_peer(
         listeners: Vec::new(),
         lost: None,
         lost_reason: None,
+        me: Weak::new(),
+        timer: None,
     }));
+    inner.borrow_mut().me = Rc::downgrade(&inner);
 
     let weak = Rc::downgrade(&inner);
     let on =
@@ -660,6 +750,7 @@ fn new_peer(
     let listeners = vec![
         on(&dc, "open", |inner, _| {
             inner.dc_open = true;
+            inner.tick(); // the tunnel's clock starts
             inner.pump(); // our HELLO
             inner.notify(Setup::DcOpen);
         }),

@@ -24,7 +24,10 @@
 //! draining the channel, so one stalled stream cannot stall the others.
 //!
 //! When the channel dies, every stream ends with an error (`ConnectionAborted`, "tunnel
-//! closed") rather than hanging.
+//! closed") rather than hanging. A peer that stops answering while the channel stays up
+//! (ICE still connected, nothing getting through) is noticed by the `Tunnel`'s keepalive:
+//! after [`burrow_proto::tunnel::DEFAULT_IDLE_TIMEOUT`] of silence it closes, the driver
+//! ends with [`TunnelError::Timeout`], and streams and pings fail with its reason.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -34,7 +37,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use burrow_proto::frame::{ResetCode, StreamId};
 use burrow_proto::tunnel::{self as proto, Event, Role, StreamEnd, StreamStats, Tunnel};
@@ -48,6 +51,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use crate::channel::{ChannelClosed, MessageChannel, MessageSink, MessageSource};
@@ -133,6 +137,13 @@ pub enum TunnelError {
         /// The peer's reason code.
         code: ResetCode,
         /// The peer's reason.
+        reason: String,
+    },
+    /// Nothing came from the peer for the idle timeout, keepalive PINGs unanswered: it or
+    /// every path to it is gone. The tunnel closed; the reason says how long it waited.
+    #[error("tunnel timed out: {reason}")]
+    Timeout {
+        /// The tunnel's reason, e.g. "no word from the peer in 30 s".
         reason: String,
     },
     /// The tunnel is closed (the driver is gone).
@@ -260,13 +271,16 @@ impl ClientTunnel {
         answer.await.unwrap_or(Err(OpenError::TunnelClosed))
     }
 
-    /// Measures the round trip to the agent.
+    /// Measures the round trip to the agent. Fails once the tunnel is closed, with why it
+    /// closed if it was not closed on purpose (say, [`TunnelError::Timeout`]).
     pub async fn ping(&self) -> Result<Duration, TunnelError> {
         let (reply, answer) = oneshot::channel();
-        self.cmd
-            .send(Cmd::Ping { reply })
-            .map_err(|_| TunnelError::Closed)?;
-        answer.await.map_err(|_| TunnelError::Closed)
+        if self.cmd.send(Cmd::Ping { reply }).is_err() {
+            return Err(self.counters.end_error());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(self.counters.end_error()))
     }
 
     /// Byte counts and open streams.
@@ -290,6 +304,15 @@ struct Counters {
     bytes_received: AtomicU64,
     open_streams: AtomicUsize,
     closed: AtomicBool,
+    /// How the tunnel failed, once it did (the driver's error).
+    failure: OnceLock<TunnelError>,
+}
+
+impl Counters {
+    /// The error for a call on a tunnel that is gone.
+    fn end_error(&self) -> TunnelError {
+        self.failure.get().cloned().unwrap_or(TunnelError::Closed)
+    }
 }
 
 /// What the driver is asked to do.
@@ -299,7 +322,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<TunnelStream, OpenError>>,
     },
     Ping {
-        reply: oneshot::Sender<Duration>,
+        reply: oneshot::Sender<Result<Duration, TunnelError>>,
     },
     Write {
         id: StreamId,
@@ -679,7 +702,7 @@ struct Driver {
     room_waits: FuturesUnordered<RoomWait>,
     /// What this tunnel's writers have staged (see [`OUTBOUND_BUDGET`]).
     budget: Arc<OutboundBudget>,
-    pings: VecDeque<(u64, oneshot::Sender<Duration>)>,
+    pings: VecDeque<(u64, oneshot::Sender<Result<Duration, TunnelError>>)>,
     last_ping: u64,
     epoch: Instant,
     counters: Arc<Counters>,
@@ -720,6 +743,14 @@ impl Driver {
         let mut channel_alive = true;
         let mut commands_open = true;
         let mut flush_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // One timer for the tunnel's keepalive and idle deadlines, moved rather than made
+        // anew; `armed` is the deadline it is set to, `None` once it fired (or none is due).
+        // It is moved only to an earlier deadline: the deadline moves later with every
+        // message heard, and firing early costs a `handle_timeout` that does nothing.
+        let mut timer = Box::pin(tokio::time::sleep_until(self.epoch));
+        let mut armed: Option<Duration> = None;
+        // The channel is open: the tunnel's clock starts now.
+        self.tunnel.handle_timeout(self.epoch.elapsed());
 
         loop {
             if let Some(sink) = idle_sink.take() {
@@ -739,6 +770,14 @@ impl Driver {
                 flush_deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT)));
             }
+            if let Some(deadline) = self.tunnel.poll_timeout()
+                && armed.is_none_or(|at| deadline < at)
+                // A deadline beyond what an Instant holds never comes: leave it unarmed.
+                && let Some(when) = self.epoch.checked_add(deadline)
+            {
+                timer.as_mut().reset(when);
+                armed = Some(deadline);
+            }
 
             tokio::select! {
                 (source, msg) = &mut recv, if channel_alive => match msg {
@@ -749,6 +788,8 @@ impl Driver {
                             warn!(error = %e, "peer broke the tunnel protocol");
                             self.ended.get_or_insert(Err(TunnelError::Protocol(e)));
                         }
+                        // What arrived counts as life once the tunnel is told the time.
+                        self.tunnel.handle_timeout(self.epoch.elapsed());
                     }
                     None => {
                         debug!("data channel closed");
@@ -779,6 +820,12 @@ impl Driver {
                 Some((id, permit)) = self.room_waits.next(), if !self.room_waits.is_empty() => {
                     self.on_room(id, permit);
                 },
+                () = timer.as_mut(), if armed.is_some() => {
+                    // Re-armed at the top of the loop, even to the same deadline: a fired
+                    // Sleep stays ready.
+                    armed = None;
+                    self.tunnel.handle_timeout(self.epoch.elapsed());
+                },
                 Some(()) = OptionFuture::from(flush_deadline.as_mut()) => {
                     debug!("gave up sending the tunnel's last frames");
                     break;
@@ -797,13 +844,18 @@ impl Driver {
         self.tunnel
             .close(ResetCode::NO_ERROR, "tunnel driver stopped");
         self.handle_events();
+        let ended = self.ended.take().unwrap_or(Ok(()));
+        if let Err(e) = &ended {
+            let _ = self.counters.failure.set(e.clone());
+        }
         self.counters.closed.store(true, Ordering::Release);
         self.counters.open_streams.store(0, Ordering::Relaxed);
         if let Some(mut sink) = idle_sink {
-            sink.close().await;
+            // A dead peer must not hold the caller up here either.
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, sink.close()).await;
         }
         drop(sending);
-        self.ended.take().unwrap_or(Ok(()))
+        ended
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -994,7 +1046,7 @@ impl Driver {
                     if let Some(at) = self.pings.iter().position(|(p, _)| *p == payload)
                         && let Some((_, reply)) = self.pings.remove(at)
                     {
-                        let _ = reply.send(Duration::from_nanos(now.saturating_sub(payload)));
+                        let _ = reply.send(Ok(Duration::from_nanos(now.saturating_sub(payload))));
                     }
                 }
                 Event::Closed {
@@ -1002,11 +1054,23 @@ impl Driver {
                     reason,
                     by_peer,
                 } => {
-                    info!(%code, %reason, by_peer, "tunnel closed");
-                    self.pings.clear();
-                    if by_peer && code != ResetCode::NO_ERROR {
+                    if code == ResetCode::TIMEOUT && !by_peer {
+                        warn!(%reason, "peer stopped answering; tunnel closed");
                         self.ended
-                            .get_or_insert(Err(TunnelError::ClosedByPeer { code, reason }));
+                            .get_or_insert(Err(TunnelError::Timeout { reason }));
+                    } else {
+                        info!(%code, %reason, by_peer, "tunnel closed");
+                        if by_peer && code != ResetCode::NO_ERROR {
+                            self.ended
+                                .get_or_insert(Err(TunnelError::ClosedByPeer { code, reason }));
+                        }
+                    }
+                    let error = match &self.ended {
+                        Some(Err(e)) => e.clone(),
+                        _ => TunnelError::Closed,
+                    };
+                    for (_, reply) in self.pings.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
             }
@@ -1140,10 +1204,20 @@ impl Driver {
                 )),
                 format!("reset: {reason}"),
             ),
-            StreamEnd::TunnelClosed => (
-                Some((io::ErrorKind::ConnectionAborted, "tunnel closed".to_owned())),
-                "tunnel closed".to_owned(),
-            ),
+            StreamEnd::TunnelClosed => {
+                // A close on purpose needs no explanation; a failure (a silent peer, a
+                // peer's error) is what the application must be told.
+                let msg = match self.tunnel.close_reason() {
+                    Some((code, reason)) if code != ResetCode::NO_ERROR => {
+                        format!("tunnel closed: {reason}")
+                    }
+                    _ => "tunnel closed".to_owned(),
+                };
+                (
+                    Some((io::ErrorKind::ConnectionAborted, msg)),
+                    "tunnel closed".to_owned(),
+                )
+            }
         };
         if let Some((reply, _stream)) = ds.pending_open.take() {
             let _ = reply.send(Err(match &end {

@@ -30,7 +30,10 @@
 //!    stream, so a stream whose reader stalls stops only itself.
 //! 5. [`FRAME_FIN`] half-closes one direction (TCP's FIN); a stream ends cleanly when both
 //!    directions are finished. [`FRAME_RESET`] ends a stream at once, in both directions.
-//! 6. [`FRAME_PING`] / [`FRAME_PONG`] on stream 0 measure the round trip.
+//! 6. [`FRAME_PING`] / [`FRAME_PONG`] on stream 0 measure the round trip, and keep the
+//!    connection alive: a side that has heard nothing for a while sends a PING, and one
+//!    that has heard nothing for longer closes the connection ([`ResetCode::TIMEOUT`]).
+//!    Any frame counts as a sign of life, so a busy connection sends no extra PINGs.
 //! 7. [`FRAME_RESET`] on stream 0 closes the whole connection with a reason.
 //!
 //! A receiver always drains the channel: it never stops reading messages because one
@@ -44,6 +47,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 ///
 /// History:
 /// - 1: the first version (HELLO, OPEN, OPEN_OK, DATA, WINDOW, FIN, RESET, PING, PONG).
+///   Reset code 10 ([`ResetCode::TIMEOUT`]) was added later without a new version: a side
+///   keeps codes it does not know, and the reason text explains them.
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Bytes before the payload: frame type (1) and stream id (4).
@@ -157,6 +162,11 @@ impl ResetCode {
     pub const VERSION_MISMATCH: ResetCode = ResetCode(8);
     /// The sender hit a bug or a resource limit of its own.
     pub const INTERNAL: ResetCode = ResetCode(9);
+    /// The sender heard nothing from its peer for its idle timeout, keepalive PINGs
+    /// included, and gave up on the connection (connection-level). The peer rarely gets
+    /// this RESET, since it is silent because it or the path is gone, but one whose
+    /// messages were only delayed learns why it was dropped.
+    pub const TIMEOUT: ResetCode = ResetCode(10);
 
     /// A short name for logs; `None` for codes this version does not know.
     pub fn name(self) -> Option<&'static str> {
@@ -171,6 +181,7 @@ impl ResetCode {
             Self::SOCKET_ERROR => "socket error",
             Self::VERSION_MISMATCH => "version mismatch",
             Self::INTERNAL => "internal error",
+            Self::TIMEOUT => "idle timeout",
             _ => return None,
         })
     }

@@ -22,6 +22,11 @@
 //! - Anything the peer sends is handled without panicking: a malformed message or a
 //!   violation of the connection's rules is a [`TunnelError`] (and the tunnel closes with a
 //!   RESET on stream 0 saying why); a violation confined to a stream resets that stream.
+//! - A peer that stops answering is noticed: after [`Config::keepalive_interval`] without
+//!   a word from it the tunnel sends a keepalive PING, and after [`Config::idle_timeout`]
+//!   it closes with [`ResetCode::TIMEOUT`], so callers get an error instead of a hang.
+//!   Any valid message from the peer counts as life: a tunnel moving data either way, or
+//!   whose peer answers the PINGs, stays up indefinitely.
 //!
 //! # Events
 //!
@@ -38,15 +43,29 @@
 //! - [`Event::StreamClosed`]: the stream is gone (cleanly, refused, reset by either side, or
 //!   because the tunnel closed; see [`StreamEnd`]), with its byte counts. Every stream gets
 //!   exactly one, and its id is never reused.
-//! - [`Event::Pong`]: the answer to a [`Tunnel::ping`].
+//! - [`Event::Pong`]: the answer to a [`Tunnel::ping`] (never to the tunnel's own
+//!   keepalives).
 //! - [`Event::Closed`]: the tunnel is over; it is the last event.
 //!
 //! # Run loop
 //!
-//! A shell loops over: hand arriving messages to [`Tunnel::handle_message`]; apply what its
-//! application asked for (open, write, finish, ...); drain [`Tunnel::poll_event`] and react;
-//! send what [`Tunnel::poll_transmit`] returns while the channel accepts it. Here both sides
-//! run in one loop with the channel replaced by direct calls:
+//! A shell loops over: hand arriving messages to [`Tunnel::handle_message`]; call
+//! [`Tunnel::handle_timeout`] with the time; apply what its application asked for (open,
+//! write, finish, ...); drain [`Tunnel::poll_event`] and react; send what
+//! [`Tunnel::poll_transmit`] returns while the channel accepts it; arm a timer for
+//! [`Tunnel::poll_timeout`].
+//!
+//! Time is a [`Duration`] since any fixed origin of the shell's monotonic clock (the
+//! driver's start, the page's `performance.now()`); the tunnel never reads a clock. The
+//! shell calls `handle_timeout(now)` after each batch of `handle_message` calls (that is
+//! when what arrived counts as life) and whenever the deadline `poll_timeout` gave has
+//! passed; calling it early or more often is harmless. The first call starts the clock, so
+//! make it when the channel opens. Until then the tunnel neither pings nor times out, and
+//! `poll_timeout` is [`Duration::ZERO`] (call `handle_timeout` now); once closed it is
+//! `None`.
+//!
+//! Here both sides run in one loop with the channel replaced by direct calls (and no
+//! clock: nothing here waits long enough for liveness to matter):
 //!
 //! ```
 //! use burrow_proto::tunnel::{Config, Event, Role, Tunnel, StreamEnd};
@@ -112,6 +131,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -140,6 +160,31 @@ pub const DEFAULT_SEND_BUFFER: u32 = 1 << 16;
 /// Default limit on streams open at once, per tunnel.
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
+/// Default time without a word from the peer after which a keepalive PING is sent: 5 s.
+///
+/// A PING is 13 bytes, so an idle tunnel costs next to nothing at this rate, and the peer
+/// is asked several times before [`DEFAULT_IDLE_TIMEOUT`] gives up on it. It also keeps
+/// NAT and TURN bindings warm, though ICE's own consent checks already do.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Default time without a word from the peer after which the tunnel closes: 30 s.
+///
+/// The channel is reliable (SCTP retransmits a lost PING or PONG), so silence means the
+/// peer or every path to it is gone, not a dropped packet. It is long enough to ride out
+/// an ICE restart, which keeps the SCTP association and with it the tunnel, and a peer
+/// stalled by a busy machine; short enough that a caller learns of a dead peer in well
+/// under a minute instead of never.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Smallest [`Config::keepalive_interval`]: shorter intervals would make an idle tunnel
+/// ping about as fast as the shell's timer fires.
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// PING payloads with this bit set are the tunnel's keepalives: their PONGs are not
+/// reported as [`Event::Pong`]. Shells' payloads are timestamps since their clock's origin
+/// (microseconds or nanoseconds), which stay below it for centuries.
+pub const KEEPALIVE_PAYLOAD_BIT: u64 = 1 << 63;
+
 /// PINGs the peer may have outstanding before it counts as flooding us.
 const MAX_PENDING_PONGS: usize = 64;
 
@@ -167,6 +212,13 @@ pub struct Config {
     /// Bytes [`Tunnel::write`] queues on a stream before the channel takes them, whatever
     /// credit the peer grants (see [`DEFAULT_SEND_BUFFER`]). Values below 1 are raised to 1.
     pub send_buffer: u32,
+    /// Time without a word from the peer after which a keepalive PING is sent (see
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`]). Raised to at least [`MIN_KEEPALIVE_INTERVAL`].
+    pub keepalive_interval: Duration,
+    /// Time without a word from the peer after which the tunnel closes with
+    /// [`ResetCode::TIMEOUT`] (see [`DEFAULT_IDLE_TIMEOUT`]). Raised to at least twice
+    /// `keepalive_interval`, so that a keepalive has time to be answered.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -176,6 +228,8 @@ impl Default for Config {
             max_frame_payload: DEFAULT_MAX_FRAME_PAYLOAD,
             max_streams: DEFAULT_MAX_STREAMS,
             send_buffer: DEFAULT_SEND_BUFFER,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -449,16 +503,32 @@ pub struct Tunnel {
     events: VecDeque<Event>,
     pending_pongs: usize,
     closed: bool,
+    /// Why the tunnel closed, once it did (what its `Event::Closed` says).
+    close_reason: Option<(ResetCode, String)>,
+    /// A valid message arrived since the last `handle_timeout`.
+    heard: bool,
+    /// When the peer was last heard from, as `handle_timeout` saw it; `None` until the
+    /// first `handle_timeout` starts the clock.
+    last_heard: Option<Duration>,
+    /// When the last keepalive PING was queued.
+    last_keepalive: Option<Duration>,
+    /// Keepalive PINGs queued so far (their payloads count up under the reserved bit).
+    keepalives: u64,
 }
 
 impl Tunnel {
     /// A tunnel side, with its HELLO queued for [`Self::poll_transmit`].
     pub fn new(role: Role, config: Config) -> Self {
+        let keepalive_interval = config.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL);
         let config = Config {
             initial_window: config.initial_window.max(1),
             max_frame_payload: config.max_frame_payload.clamp(1, MAX_FRAME_PAYLOAD_LIMIT),
             max_streams: config.max_streams,
             send_buffer: config.send_buffer.max(1),
+            keepalive_interval,
+            idle_timeout: config
+                .idle_timeout
+                .max(keepalive_interval.saturating_mul(2)),
         };
         let mut control = VecDeque::new();
         control.push_back(Control::Frame(Frame::Hello {
@@ -478,6 +548,11 @@ impl Tunnel {
             events: VecDeque::new(),
             pending_pongs: 0,
             closed: false,
+            close_reason: None,
+            heard: false,
+            last_heard: None,
+            last_keepalive: None,
+            keepalives: 0,
         }
     }
 
@@ -499,6 +574,15 @@ impl Tunnel {
     /// Whether the tunnel is closed ([`Event::Closed`] was queued).
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Why the tunnel closed, once it did: the code and reason of its [`Event::Closed`].
+    /// Shells read it while handling the [`StreamEnd::TunnelClosed`] events that come
+    /// before that event, to tell each stream why.
+    pub fn close_reason(&self) -> Option<(ResetCode, &str)> {
+        self.close_reason
+            .as_ref()
+            .map(|(code, reason)| (*code, reason.as_str()))
     }
 
     /// Streams open now (including ones being opened).
@@ -535,13 +619,17 @@ impl Tunnel {
     ///
     /// `Err` means the peer broke the connection's rules: the tunnel is now closed and a
     /// RESET on stream 0 saying why is queued; send it, then close the channel. Messages
-    /// after the tunnel closed are ignored.
+    /// after the tunnel closed are ignored. A valid message is a sign of life, counted at
+    /// the next [`Self::handle_timeout`].
     pub fn handle_message(&mut self, msg: Bytes) -> Result<(), TunnelError> {
         if self.closed {
             return Ok(());
         }
         match self.handle_frame(&msg) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.heard = true;
+                Ok(())
+            }
             Err(err) => {
                 let code = err.reset_code();
                 self.shut(code, err.to_string(), true, false);
@@ -598,7 +686,10 @@ impl Tunnel {
                 Ok(())
             }
             Frame::Pong { payload } => {
-                self.events.push_back(Event::Pong { payload });
+                // A keepalive's answer only had to arrive; it is nobody's business above.
+                if payload & KEEPALIVE_PAYLOAD_BIT == 0 {
+                    self.events.push_back(Event::Pong { payload });
+                }
                 Ok(())
             }
             Frame::Reset {
@@ -876,6 +967,7 @@ impl Tunnel {
             return;
         }
         self.closed = true;
+        self.close_reason = Some((code, reason.clone()));
         self.control.clear();
         self.ready.clear();
         self.pending_pongs = 0;
@@ -1133,6 +1225,9 @@ impl Tunnel {
     /// Sends a PING; [`Event::Pong`] with the same payload follows. The shell passes its
     /// clock's time, so the round trip is the time of the pong minus the payload. Does
     /// nothing once closed.
+    ///
+    /// Payloads with [`KEEPALIVE_PAYLOAD_BIT`] set are reserved for the tunnel's own
+    /// keepalives: their PONGs are swallowed, so such a ping gets no [`Event::Pong`].
     pub fn ping(&mut self, payload: u64) {
         if !self.closed {
             self.control
@@ -1140,10 +1235,88 @@ impl Tunnel {
         }
     }
 
+    /// Tells the tunnel the time: turns the messages handled since the last call into a
+    /// sign of life, queues a keepalive PING once the peer was silent for
+    /// [`Config::keepalive_interval`] (at most one per interval), and closes the tunnel
+    /// once it was silent for [`Config::idle_timeout`].
+    ///
+    /// `now` is the shell's monotonic time since any fixed origin. Call it after each batch
+    /// of [`Self::handle_message`] calls and whenever [`Self::poll_timeout`]'s deadline has
+    /// passed; extra calls do nothing. The first call starts the clock. A close by timeout
+    /// is like [`Self::close`]: every stream ends with [`StreamEnd::TunnelClosed`],
+    /// [`Event::Closed`] follows with [`ResetCode::TIMEOUT`], `by_peer: false` and a reason
+    /// such as "no word from the peer in 30 s", and a RESET on stream 0 is queued. Does
+    /// nothing once closed.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if self.closed {
+            return;
+        }
+        // A clock that steps back (it should not) counts as no time passing.
+        let last_heard = match self.last_heard {
+            Some(t) if !self.heard => t,
+            Some(t) => t.max(now),
+            None => now,
+        };
+        self.heard = false;
+        self.last_heard = Some(last_heard);
+        let silent = now.saturating_sub(last_heard);
+        if silent >= self.config.idle_timeout {
+            let reason = format!(
+                "no word from the peer in {}",
+                human(self.config.idle_timeout)
+            );
+            self.shut(ResetCode::TIMEOUT, reason, true, false);
+            return;
+        }
+        if now >= self.keepalive_deadline(last_heard) {
+            self.last_keepalive = Some(now);
+            self.keepalives = self.keepalives.wrapping_add(1);
+            let payload = KEEPALIVE_PAYLOAD_BIT | (self.keepalives & !KEEPALIVE_PAYLOAD_BIT);
+            self.control
+                .push_back(Control::Frame(Frame::Ping { payload }));
+        }
+    }
+
+    /// When [`Self::handle_timeout`] next has something to do: the next keepalive or the
+    /// idle timeout, whichever is first. [`Duration::ZERO`] before the first
+    /// `handle_timeout` (the clock has not started: call it now); `None` once closed.
+    ///
+    /// Read it again after every call that changes the tunnel (it only moves later as the
+    /// peer is heard, but a shell that arms its timer for the earliest deadline it saw can
+    /// ignore that: waking early is harmless).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.closed {
+            return None;
+        }
+        let Some(last_heard) = self.last_heard else {
+            return Some(Duration::ZERO);
+        };
+        let idle = last_heard.saturating_add(self.config.idle_timeout);
+        Some(idle.min(self.keepalive_deadline(last_heard)))
+    }
+
+    /// When a keepalive is due: an interval after the peer was last heard and after the
+    /// last keepalive, so a silent peer is asked once per interval, not at every call.
+    fn keepalive_deadline(&self, last_heard: Duration) -> Duration {
+        let quiet_since = self
+            .last_keepalive
+            .map_or(last_heard, |sent| sent.max(last_heard));
+        quiet_since.saturating_add(self.config.keepalive_interval)
+    }
+
     /// Closes the tunnel at once: every stream ends ([`StreamEnd::TunnelClosed`]),
     /// [`Event::Closed`] follows, and a RESET on stream 0 with the reason is queued as
     /// the last message. For a graceful end, finish the streams and wait for them first.
     pub fn close(&mut self, code: ResetCode, reason: &str) {
         self.shut(code, reason.to_owned(), true, false);
+    }
+}
+
+/// A duration for people: whole seconds as "30 s", anything else in milliseconds.
+fn human(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }

@@ -5,6 +5,8 @@
 //! (messages are mostly short, so the state machine sees many frames per input).
 #![no_main]
 
+use std::time::Duration;
+
 use burrow_proto::tunnel::{Config, Event, Role, Tunnel};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +28,7 @@ fuzz_target!(|input: &[u8]| {
             initial_window: WINDOW,
             max_frame_payload: 1024,
             max_streams: 8,
+            ..Config::default()
         },
     );
     let mut ids = Vec::new();
@@ -36,8 +39,14 @@ fuzz_target!(|input: &[u8]| {
             }
         }
     }
+    // The clock advances by each message's length in seconds, so inputs reach keepalives
+    // and the idle timeout as well as the frame handling.
+    let mut now = Duration::ZERO;
+    tunnel.handle_timeout(now);
     for msg in rest.split(|b| *b == 0xff) {
         let _ = tunnel.handle_message(Bytes::copy_from_slice(msg));
+        now += Duration::from_secs(msg.len() as u64);
+        tunnel.handle_timeout(now);
         while let Some(event) = tunnel.poll_event() {
             match event {
                 Event::StreamOpened { id, .. } => {
