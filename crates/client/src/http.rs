@@ -231,7 +231,7 @@ impl Tunnel {
                 response.into_response(Body::Bytes(&Uint8Array::from(&bytes[..])))
             }
             (response, PartsBody::Streamed(state)) => {
-                let stream = body_stream(response.coding(), state)?;
+                let stream = body_stream(response.coding(), *state)?;
                 response.into_response(Body::Stream(&stream))
             }
         }
@@ -252,7 +252,7 @@ impl Tunnel {
             PartsBody::Whole(bytes) => (Uint8Array::from(&bytes[..]).into(), false),
             PartsBody::Streamed(state) => {
                 let coding = response.coding();
-                (body_stream(coding, state)?.into(), coding.is_some())
+                (body_stream(coding, *state)?.into(), coding.is_some())
             }
         };
         let headers = js_sys::Array::new();
@@ -309,7 +309,7 @@ impl Tunnel {
                 }
                 body.abort = Some((listener, signal));
                 body.current = current;
-                Ok((response, PartsBody::Streamed(body)))
+                Ok((response, PartsBody::Streamed(Box::new(body))))
             }
             Err(e) => Err(e.into()),
         }
@@ -749,7 +749,8 @@ enum PartsBody {
     None,
     /// It had all arrived with the head.
     Whole(Bytes),
-    Streamed(BodyState),
+    // Boxed: the state is large next to the other variants, and it is made once a fetch.
+    Streamed(Box<BodyState>),
 }
 
 /// The body as a pull-based `ReadableStream`, decoded by the browser when it has a
