@@ -34,6 +34,9 @@ case " $halves " in
   *) ./scripts/install-deps.sh native ;;
 esac
 cargo build --release --locked --bin burrowd --bin burrow-agent --bin burrow --bin burrow-bench
+# Absolute: the benchmark starts some binaries with another working directory, where a
+# relative path to them no longer resolves.
+bin="$(cd "$bin" && pwd)"
 for half in $halves; do
   case "$half" in
     native)
