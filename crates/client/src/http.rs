@@ -744,6 +744,14 @@ fn define(target: &JsValue, name: &str, value: &JsValue) {
     );
 }
 
+/// What [`BodyState::decoded`] found.
+enum Decoded {
+    Chunk(Bytes),
+    End,
+    /// The decoder needs more of the stream.
+    NeedInput,
+}
+
 /// How a response body leaves [`Tunnel::fetch_parts`].
 enum PartsBody {
     None,
@@ -810,34 +818,21 @@ impl BodyState {
             return Ok(Some(bytes));
         }
         loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Ok(None);
-            };
-            match conn.decoder.poll_event() {
-                Ok(Some(ResponseEvent::Body(bytes))) if bytes.is_empty() => {}
-                Ok(Some(ResponseEvent::Body(bytes))) => return Ok(Some(bytes)),
-                Ok(Some(ResponseEvent::End { reusable })) => {
-                    self.release(reusable);
-                    return Ok(None);
-                }
-                Ok(Some(ResponseEvent::Trailers(_) | ResponseEvent::Informational(_))) => {}
-                Ok(Some(ResponseEvent::Head(_) | ResponseEvent::Upgrade { .. })) => {
-                    self.conn = None;
-                    return Err(ClientError::BadResponse(
-                        "a second response head inside a body".into(),
-                    ));
-                }
-                Ok(None) => match conn.stream.read_chunk().await {
-                    Ok(Some(bytes)) => conn.decoder.push(&bytes),
-                    Ok(None) => conn.decoder.eof(),
-                    Err(e) => {
-                        self.conn = None;
-                        return Err(e);
+            match self.decoded()? {
+                Decoded::Chunk(bytes) => return Ok(Some(bytes)),
+                Decoded::End => return Ok(None),
+                Decoded::NeedInput => {
+                    let Some(conn) = self.conn.as_mut() else {
+                        return Ok(None);
+                    };
+                    match conn.stream.read_chunk().await {
+                        Ok(Some(bytes)) => conn.decoder.push(&bytes),
+                        Ok(None) => conn.decoder.eof(),
+                        Err(e) => {
+                            self.conn = None;
+                            return Err(e);
+                        }
                     }
-                },
-                Err(e) => {
-                    self.conn = None;
-                    return Err(ClientError::BadResponse(e.to_string()));
                 }
             }
         }
@@ -851,15 +846,27 @@ impl BodyState {
     /// round trips. Otherwise what did arrive is kept for [`Self::next_chunk`], and `None`.
     fn take_arrived(&mut self) -> Result<Option<Bytes>, ClientError> {
         loop {
+            match self.decoded()? {
+                Decoded::Chunk(bytes) => self.arrived.push_back(bytes),
+                Decoded::End => return Ok(Some(concat(self.arrived.drain(..)))),
+                Decoded::NeedInput => return Ok(None),
+            }
+        }
+    }
+
+    /// The decoder's next piece of the body from what it holds, reading nothing: at the
+    /// end the connection goes back to the pool if it may; on an error it is dropped.
+    fn decoded(&mut self) -> Result<Decoded, ClientError> {
+        loop {
             let Some(conn) = self.conn.as_mut() else {
-                return Ok(Some(concat(self.arrived.drain(..))));
+                return Ok(Decoded::End);
             };
             match conn.decoder.poll_event() {
                 Ok(Some(ResponseEvent::Body(bytes))) if bytes.is_empty() => {}
-                Ok(Some(ResponseEvent::Body(bytes))) => self.arrived.push_back(bytes),
+                Ok(Some(ResponseEvent::Body(bytes))) => return Ok(Decoded::Chunk(bytes)),
                 Ok(Some(ResponseEvent::End { reusable })) => {
                     self.release(reusable);
-                    return Ok(Some(concat(self.arrived.drain(..))));
+                    return Ok(Decoded::End);
                 }
                 Ok(Some(ResponseEvent::Trailers(_) | ResponseEvent::Informational(_))) => {}
                 Ok(Some(ResponseEvent::Head(_) | ResponseEvent::Upgrade { .. })) => {
@@ -868,7 +875,7 @@ impl BodyState {
                         "a second response head inside a body".into(),
                     ));
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return Ok(Decoded::NeedInput),
                 Err(e) => {
                     self.conn = None;
                     return Err(ClientError::BadResponse(e.to_string()));
