@@ -10,6 +10,8 @@ use burrow_peer::tunnel::TunnelConfig;
 use burrow_peer::webrtc_rs::WebrtcStack;
 use clap::Parser;
 
+mod allocator;
+
 /// Serve this workspace's TCP ports to Burrow clients over WebRTC.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -44,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    allocator::spawn_purger();
     let stack = WebrtcStack::new().with_bind_addr(SocketAddr::new(args.udp_bind, 0));
     let config = AgentConfig {
         url: args.url,

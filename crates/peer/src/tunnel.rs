@@ -46,7 +46,7 @@ use futures_util::StreamExt;
 use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -1273,7 +1273,7 @@ fn describe(e: &io::Error) -> String {
 /// Agent: copies the workspace connection's bytes into the stream.
 async fn socket_reader(
     id: StreamId,
-    mut socket: OwnedReadHalf,
+    socket: OwnedReadHalf,
     shared: Arc<StreamShared>,
     cmd: mpsc::UnboundedSender<Cmd>,
 ) {
@@ -1282,14 +1282,25 @@ async fn socket_reader(
             Ok(room) => room,
             Err(_) => return, // The stream ended.
         };
-        let mut buf = BytesMut::with_capacity(room.min(CHUNK));
-        match socket.read_buf(&mut buf).await {
-            Ok(0) => {
+        // Allocate only once there is something to read: a buffer taken before the wait
+        // would be held for as long as the connection idles, 64 KiB for every open stream.
+        let read = match socket.readable().await {
+            Ok(()) => {
+                let mut buf = BytesMut::with_capacity(room.min(CHUNK));
+                match socket.try_read_buf(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => read.map(|n| (n, buf)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok((0, _)) => {
                 trace!(stream = %id, "workspace closed its side");
                 let _ = cmd.send(Cmd::Finish { id });
                 return;
             }
-            Ok(n) => {
+            Ok((n, buf)) => {
                 shared.stage(n);
                 // A short read keeps its whole allocation alive while it waits to be sent:
                 // interactive traffic (a few bytes a read) would pin 64 KiB per keystroke.

@@ -1049,6 +1049,13 @@ impl Tunnel {
             msg.put_u32(id.get());
             msg.put_slice(&s.send_buf[..n]);
             s.send_buf.advance(n);
+            if s.send_buf.is_empty() {
+                // An emptied buffer still holds the allocation of the stream's largest burst
+                // (up to `Config::send_buffer` and more): a hundred idle streams that each sent
+                // one would keep megabytes for nothing. Dropping it costs one allocation for
+                // the next burst.
+                s.send_buf = BytesMut::new();
+            }
             s.send_credit -= n as u64;
             s.stats.bytes_sent += n as u64;
             // Round-robin: back of the line, behind every other stream with data.
@@ -1318,5 +1325,56 @@ fn human(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moves every message both ways until both sides are quiet.
+    fn pump(a: &mut Tunnel, b: &mut Tunnel) {
+        loop {
+            let mut moved = false;
+            while let Some(msg) = a.poll_transmit() {
+                b.handle_message(msg).expect("valid frames");
+                moved = true;
+            }
+            while let Some(msg) = b.poll_transmit() {
+                a.handle_message(msg).expect("valid frames");
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn an_emptied_send_buffer_does_not_keep_its_burst_allocation() {
+        let mut client = Tunnel::new(Role::Client, Config::default());
+        let mut agent = Tunnel::new(Role::Agent, Config::default());
+        pump(&mut client, &mut agent);
+        let id = client.open(22).expect("open");
+        pump(&mut client, &mut agent);
+        while let Some(event) = agent.poll_event() {
+            if let Event::StreamOpened { id, .. } = event {
+                agent.accept(id).expect("accept");
+            }
+        }
+        pump(&mut client, &mut agent);
+        let burst = vec![7u8; 60 * 1024];
+        assert_eq!(client.write(id, &burst), Ok(burst.len()));
+        assert!(client.streams[&id].send_buf.capacity() >= burst.len());
+        pump(&mut client, &mut agent);
+        assert_eq!(
+            client.stream_stats(id).map(|s| s.bytes_sent),
+            Some(60 * 1024)
+        );
+        assert_eq!(client.streams[&id].send_buf.capacity(), 0);
+        // Nor after a small write.
+        assert_eq!(client.write(id, b"ls\n"), Ok(3));
+        pump(&mut client, &mut agent);
+        assert_eq!(client.streams[&id].send_buf.capacity(), 0);
     }
 }
