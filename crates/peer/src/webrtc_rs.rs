@@ -475,8 +475,18 @@ impl Pacing {
         }
     }
 
+    /// Whether sleeps are cut short at all: during setup and on a relayed path.
+    fn engaged(&self) -> bool {
+        self.setting_up.load(Ordering::Relaxed) || self.relayed.load(Ordering::Relaxed)
+    }
+
     /// Something was sent or received: keep sleeps short for [`ACTIVE_TAIL`].
     fn touch(&self) {
+        // Called for every datagram: a direct path's bulk transfer should not pay for a
+        // clock read and two stores that `cap` would ignore.
+        if !self.engaged() {
+            return;
+        }
         let until = (self.epoch.elapsed() + ACTIVE_TAIL).as_nanos();
         self.active_until
             .store(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -485,15 +495,14 @@ impl Pacing {
 
     /// The sleep the driver asked for, as this policy allows it.
     fn cap(&self, asked: Duration) -> Duration {
-        let setting_up = self.setting_up.load(Ordering::Relaxed);
-        if !setting_up && !self.relayed.load(Ordering::Relaxed) {
+        if !self.engaged() {
             // A direct path's packets leave in the iteration that made them; waking early
             // would only cost CPU (5–10 % more per MB of a bulk transfer, measured).
             return asked;
         }
         if self.kick.swap(false, Ordering::Relaxed) {
             Duration::ZERO
-        } else if setting_up
+        } else if self.setting_up.load(Ordering::Relaxed)
             || u128::from(self.active_until.load(Ordering::Relaxed))
                 > self.epoch.elapsed().as_nanos()
         {
