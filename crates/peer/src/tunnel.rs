@@ -183,7 +183,7 @@ pub struct StreamRecord {
     /// Bytes from the workspace port to the client.
     pub bytes_to_client: u64,
     /// `"ok"`, `"refused: port 23 is not allowed"`, `"dial failed: connection refused"`,
-    /// `"reset by client"`, `"tunnel closed"`, ...
+    /// `"reset by client"`, `"tunnel closed: the page was closed"`, ...
     pub outcome: String,
 }
 
@@ -743,6 +743,8 @@ impl Driver {
         let mut channel_alive = true;
         let mut commands_open = true;
         let mut flush_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Set once sending failed: how long the source may take to hand over the rest.
+        let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         // One timer for the tunnel's keepalive and idle deadlines, moved rather than made
         // anew; `armed` is the deadline it is set to, `None` once it fired (or none is due).
         // It is moved only to an earlier deadline: the deadline moves later with every
@@ -802,9 +804,14 @@ impl Driver {
                     match result {
                         Ok(()) => idle_sink = Some(sink),
                         Err(ChannelClosed) => {
-                            debug!("data channel closed while sending");
-                            channel_alive = false;
-                            self.tunnel.close(ResetCode::NO_ERROR, "data channel closed");
+                            // Sending fails as soon as the channel is closing, but what the
+                            // peer sent before it closed may still wait to be read: its
+                            // CLOSE and reason, a stream's last bytes and FIN. Reading on
+                            // until the source ends loses none of it.
+                            debug!("data channel closed while sending; reading what is left");
+                            drain_deadline.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep(CLOSE_FLUSH_TIMEOUT))
+                            });
                         }
                     }
                 },
@@ -829,6 +836,12 @@ impl Driver {
                 Some(()) = OptionFuture::from(flush_deadline.as_mut()) => {
                     debug!("gave up sending the tunnel's last frames");
                     break;
+                },
+                Some(()) = OptionFuture::from(drain_deadline.as_mut()) => {
+                    debug!("the closed channel's source did not end; closing");
+                    drain_deadline = None;
+                    channel_alive = false;
+                    self.tunnel.close(ResetCode::NO_ERROR, "data channel closed");
                 },
                 // Unreachable while the loop's invariants hold (receiving stops only once
                 // the tunnel is closed, which exits above); ending beats a select! panic.
@@ -1213,10 +1226,13 @@ impl Driver {
                     }
                     _ => "tunnel closed".to_owned(),
                 };
-                (
-                    Some((io::ErrorKind::ConnectionAborted, msg)),
-                    "tunnel closed".to_owned(),
-                )
+                // The audit log keeps every reason: "the page was closed" and "no word from
+                // the peer in 30 s" end a stream alike but mean different things.
+                let outcome = match self.tunnel.close_reason() {
+                    Some((_, reason)) if !reason.is_empty() => format!("tunnel closed: {reason}"),
+                    _ => "tunnel closed".to_owned(),
+                };
+                (Some((io::ErrorKind::ConnectionAborted, msg)), outcome)
             }
         };
         if let Some((reply, _stream)) = ds.pending_open.take() {

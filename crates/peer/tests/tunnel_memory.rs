@@ -510,7 +510,13 @@ async fn channel_death_mid_transfer_ends_streams_with_errors() {
         next_report(&mut s.reports).await.outcome,
     ];
     outcomes.sort();
-    assert_eq!(outcomes, ["tunnel closed", "tunnel closed"]);
+    assert_eq!(
+        outcomes,
+        [
+            "tunnel closed: data channel closed",
+            "tunnel closed: data channel closed"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -613,4 +619,102 @@ async fn agent_dials_the_configured_host() {
             .outcome
             .starts_with("dial failed")
     );
+}
+
+/// The agent's end of a channel the test drives by hand: what the agent sends comes out
+/// of `sent`; once `fail` is set every send fails, as webrtc-rs fails sends on a channel
+/// that is closing, and `failed` says when the first one did.
+struct ClosingSink {
+    sent: mpsc::UnboundedSender<Bytes>,
+    fail: watch::Receiver<bool>,
+    failed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+#[async_trait]
+impl MessageSink for ClosingSink {
+    async fn send(&mut self, msg: Bytes) -> Result<(), ChannelClosed> {
+        if *self.fail.borrow() {
+            if let Some(failed) = self.failed.take() {
+                let _ = failed.send(());
+            }
+            return Err(ChannelClosed);
+        }
+        self.sent.send(msg).map_err(|_| ChannelClosed)
+    }
+    async fn close(&mut self) {}
+}
+
+struct QueueSource(mpsc::UnboundedReceiver<Bytes>);
+
+#[async_trait]
+impl MessageSource for QueueSource {
+    async fn recv(&mut self) -> Option<Bytes> {
+        self.0.recv().await
+    }
+}
+
+#[tokio::test]
+async fn what_the_client_sent_before_its_channel_closed_is_read_though_sending_failed_first() {
+    use burrow_proto::frame::ResetCode;
+    use burrow_proto::tunnel::{Config, Role, Tunnel};
+
+    // A workspace server whose sockets the test writes to when it wants the agent to send.
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (to_agent, agent_rx) = mpsc::unbounded_channel();
+    let (agent_tx, mut from_agent) = mpsc::unbounded_channel();
+    let (fail, fail_rx) = watch::channel(false);
+    let (failed_tx, failed) = tokio::sync::oneshot::channel();
+    let channel = MessageChannel {
+        sink: Box::new(ClosingSink {
+            sent: agent_tx,
+            fail: fail_rx,
+            failed: Some(failed_tx),
+        }),
+        source: Box::new(QueueSource(agent_rx)),
+    };
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let allow: Arc<dyn Fn(u16) -> bool + Send + Sync> = Arc::new(move |p| p == port);
+    let agent = tokio::spawn(tunnel::serve(
+        channel,
+        TunnelConfig::default(),
+        LOCALHOST,
+        allow,
+        reports_tx,
+    ));
+
+    // The client: the sans-IO tunnel, its messages moved by hand.
+    let mut client = Tunnel::new(Role::Client, Config::default());
+    let flush = |client: &mut Tunnel| {
+        while let Some(msg) = client.poll_transmit() {
+            to_agent.send(msg).expect("agent reads");
+        }
+    };
+    flush(&mut client);
+    let id = client.open(port).expect("open");
+    flush(&mut client);
+    let (mut workspace, _) = within("the agent dials", listener.accept())
+        .await
+        .expect("accept");
+    while !client.is_established() || client.stream_stats(id).is_none() {
+        let msg = within("the agent's frames", from_agent.recv())
+            .await
+            .expect("agent sends");
+        client.handle_message(msg).expect("valid frames");
+    }
+
+    // The channel starts closing: the agent's next send fails before it has read the
+    // client's last frames, which are already on their way.
+    fail.send(true).expect("fail");
+    workspace.write_all(b"to the client").await.expect("write");
+    within("the agent's send fails", failed)
+        .await
+        .expect("failed");
+    client.close(ResetCode::NO_ERROR, "bye");
+    flush(&mut client);
+    drop(to_agent);
+
+    let record = next_report(&mut reports).await;
+    assert_eq!(record.outcome, "tunnel closed: bye");
+    assert!(within("agent ends", agent).await.expect("join").is_ok());
 }
