@@ -14,6 +14,9 @@ import {
 const HEAP_TOLERANCE_BYTES = 8 * 1024 * 1024;
 const AGENT_RSS_TOLERANCE_KIB = 24 * 1024;
 const DOWNLOAD_MIB = 100;
+// A closed page's streams end within this: far under the agent's 30 s idle timeout, which
+// is what ended them before the page said it was going.
+const PROMPT_END_MS = 10000;
 
 const results = [];
 // For working on one test: E2E_ONLY=<regex>. The run then fails (exit 1) so a filtered run
@@ -21,19 +24,25 @@ const results = [];
 const only = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY) : null;
 async function test(name, fn) {
   if (only && !only.test(name)) {
-    results.push([`${name} (not selected by E2E_ONLY)`, false]);
+    results.push([`${name} (not selected by E2E_ONLY)`, false, null]);
     return;
   }
   const started = Date.now();
   log(`RUN  ${name}`);
   try {
     await fn();
-    results.push([name, true]);
+    results.push([name, true, null]);
     log(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   } catch (e) {
-    results.push([name, false]);
+    results.push([name, false, firstLine(e)]);
     log(`FAIL ${name}: ${e.stack || e}`);
   }
+}
+
+// CI shows only the end of the output, so the summary repeats why each test failed.
+// Playwright's timeouts say what they waited for on their second and third lines.
+function firstLine(e) {
+  return String(e?.message ?? e).split("\n").map((l) => l.trim()).filter(Boolean).slice(0, 3).join(" | ").slice(0, 400);
 }
 
 function assert(cond, msg) {
@@ -73,6 +82,7 @@ async function appFrame(page, port) {
 
 async function codeServerThroughTunnel({ relay }) {
   const { context, page } = await newDashboard({ relay });
+  let closedAt;
   try {
     const frame = await openApp(page, stack.codeServerPort);
     // The workbench renders and its explorer lists the workspace's files.
@@ -135,14 +145,22 @@ async function codeServerThroughTunnel({ relay }) {
       console.log(`dashboard screenshot: ${shot}`);
     }
   } finally {
+    closedAt = Date.now();
     await context.close();
   }
   // Closing the page ended the tunnel: the agent reports its streams, and burrowd's audit log
-  // shows streams to code-server's port that carried the workbench (bytes both ways).
+  // shows streams to code-server's port that carried the workbench (bytes both ways). The
+  // streams still open (code-server's WebSockets) ended when the page went, not when the
+  // agent's idle timeout (30 s) would have noticed: the page closes its channel on pagehide.
   const rows = await waitFor("audit rows for code-server's port", () => {
     const r = audit(stack).filter((a) => a.port === stack.codeServerPort && a.path === (relay ? "relay" : "direct"));
+    const ended = r.filter((a) => a.outcome.startsWith("tunnel closed"));
+    if (ended.length === 0) return null;
+    const late = ended.filter((a) => a.ended_at_ms - closedAt > PROMPT_END_MS);
+    assert(late.length === 0, `streams open when the page closed ended ${late.map((a) => a.ended_at_ms - closedAt)} ms after it (${late[0]?.outcome})`);
     return r.some((a) => a.bytes_to_client > 100_000) && r.length >= 2 ? r : null;
-  }, 30000);
+  }, 45000);
+  log(`the tunnel's streams ended with ${JSON.stringify([...new Set(rows.map((a) => a.outcome))])}`);
   log(`audit: ${rows.length} ${relay ? "relayed" : "direct"} streams to code-server, ${rows.reduce((n, a) => n + a.bytes_to_client, 0)} bytes to the browser`);
 }
 
@@ -415,21 +433,28 @@ self.Sha256 = class {
 };`;
 
 let failed = false;
+let harnessError = null;
 try {
   await main();
 } catch (e) {
   failed = true;
+  harnessError = firstLine(e);
   log(`harness failed: ${e.stack || e}`);
 } finally {
   await browser?.close().catch(() => {});
   if (stack && (failed || results.some(([, ok]) => !ok))) {
-    for (const c of [stack.server, stack.agent, stack.codeServer]) {
-      console.log(`\n--- last lines of ${c.logPath} ---\n${tail(c.logPath)}`);
+    // The agent's and burrowd's logs come last (next to the summary): CI shows only the end.
+    for (const [c, lines] of [[stack.codeServer, 15], [stack.server, 25], [stack.agent, 40]]) {
+      console.log(`\n--- last lines of ${c.logPath} ---\n${tail(c.logPath, lines)}`);
     }
   }
   await stopAll();
   if (stack && !failed && results.every(([, ok]) => ok)) fs.rmSync(stack.work, { recursive: true, force: true });
 }
 console.log("\nbrowser e2e results:");
-for (const [name, ok] of results) console.log(`  ${ok ? "PASS" : "FAIL"}  ${name}`);
+for (const [name, ok, why] of results) {
+  console.log(`  ${ok ? "PASS" : "FAIL"}  ${name}`);
+  if (why) console.log(`        ${why}`);
+}
+if (harnessError) console.log(`  the harness failed: ${harnessError}`);
 process.exit(failed || results.length === 0 || results.some(([, ok]) => !ok) ? 1 : 0);

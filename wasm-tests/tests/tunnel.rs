@@ -20,12 +20,24 @@ export function stateRecorder() {
     return f;
 }
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+export function firePageHide() { window.dispatchEvent(new PageTransitionEvent("pagehide")); }
+export async function auditOutcomes(url, token, port) {
+    const r = await fetch(`${url}/api/v1/audit?limit=1000`, { headers: { authorization: `Bearer ${token}` } });
+    if (!r.ok) throw new Error(`audit: ${r.status}`);
+    return (await r.json()).filter((row) => row.port === port).map((row) => row.outcome);
+}
 "#)]
 extern "C" {
     /// A function for `onstatechange` that records the states in its `states` array.
     #[wasm_bindgen(js_name = stateRecorder)]
     fn state_recorder() -> js_sys::Function;
     fn sleep(ms: u32) -> js_sys::Promise;
+    /// Dispatches `pagehide` on the window, as closing the tab does.
+    #[wasm_bindgen(js_name = firePageHide)]
+    fn fire_page_hide();
+    /// The outcomes of burrowd's audit rows for streams to `port`.
+    #[wasm_bindgen(js_name = auditOutcomes)]
+    fn audit_outcomes(url: &str, token: &str, port: u16) -> js_sys::Promise;
 }
 
 fn recorded_states(f: &js_sys::Function) -> Vec<String> {
@@ -61,6 +73,20 @@ fn port(value: &str) -> u16 {
 
 fn echo_port() -> u16 {
     port(setting!("BURROW_TEST_ECHO_PORT"))
+}
+
+async fn outcomes_for(port: u16) -> Vec<String> {
+    let rows = JsFuture::from(audit_outcomes(
+        setting!("BURROW_TEST_URL"),
+        setting!("BURROW_TEST_TOKEN"),
+        port,
+    ))
+    .await
+    .expect("the audit log");
+    js_sys::Array::from(&rows)
+        .iter()
+        .map(|s| s.as_string().expect("an outcome"))
+        .collect()
 }
 
 async fn connect(opts: ConnectOptions) -> Tunnel {
@@ -299,4 +325,44 @@ async fn refused_reconnection_closes_the_tunnel_with_burrowds_reason() {
         .await
         .expect("sleep");
     assert_eq!(recorded_states(&recorder), ["reconnecting", "closed"]);
+}
+
+#[wasm_bindgen_test]
+async fn page_hide_closes_the_tunnel_and_the_agent_ends_its_streams_at_once() {
+    // Rows for the echo port whose stream ended with its tunnel. The reason is not pinned:
+    // the agent's webrtc-rs may drop the CLOSE frame that arrives bundled with the
+    // channel's reset, and then records "data channel closed".
+    let ended_with_tunnel = || async {
+        outcomes_for(echo_port())
+            .await
+            .iter()
+            .filter(|o| o.starts_with("tunnel closed"))
+            .count()
+    };
+    let before = ended_with_tunnel().await;
+    let tunnel = connect(options()).await;
+    let stream = tunnel.open(echo_port()).await.expect("dial");
+    assert_eq!(echo(&stream, b"open at pagehide", 1024).await.len(), 16);
+    let open = tunnel.open(echo_port()).await.expect("dial");
+    open.write_all(b"still open").await.expect("write");
+
+    fire_page_hide();
+    assert_eq!(tunnel.state(), TunnelState::Closed);
+    let err = loop {
+        match open.read_chunk().await {
+            Ok(Some(_)) => continue, // the echo, if it came in time
+            Ok(None) => panic!("EOF instead of an error on a tunnel closed by pagehide"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ClientError::TunnelClosed(_)), "{err}");
+
+    // The agent ended the open stream at once: its idle timeout (30 s) would be too late.
+    for _ in 0..100 {
+        if ended_with_tunnel().await > before {
+            return;
+        }
+        JsFuture::from(sleep(100)).await.expect("sleep");
+    }
+    panic!("the agent had not ended the stream 10 s after pagehide");
 }

@@ -474,6 +474,9 @@ struct Shared {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Bytes counted by connections before the current one.
     earlier_bytes: Cell<(u64, u64)>,
+    /// The window's `pagehide` listener (see [`Tunnel::close_for_page_hide`]); removed
+    /// with the tunnel.
+    page_hide: RefCell<Option<EventListener>>,
 }
 
 /// A tunnel that does not keep it alive (for the reconnection task).
@@ -510,10 +513,20 @@ impl Tunnel {
                 on_state: RefCell::new(None),
                 waiters: RefCell::new(Vec::new()),
                 earlier_bytes: Cell::new((0, 0)),
+                page_hide: RefCell::new(None),
             }),
             http: Rc::default(),
         };
         tunnel.inner().borrow_mut().lost = Some(tunnel.lost_callback());
+        if let Some(window) = web_sys::window() {
+            let weak = tunnel.downgrade();
+            let listener = EventListener::new(&window, "pagehide", move |_| {
+                if let Some(tunnel) = weak.upgrade() {
+                    tunnel.close_for_page_hide();
+                }
+            });
+            *tunnel.shared.page_hide.borrow_mut() = Some(listener);
+        }
         Ok(tunnel)
     }
 
@@ -1031,16 +1044,37 @@ impl Tunnel {
     /// Closes the tunnel: every stream fails with "tunnel closed", the agent is told, and
     /// the peer connection is closed. Idempotent.
     pub fn close(&self) {
+        self.close_with("client closed the tunnel");
+    }
+
+    /// [`Tunnel::close`], telling the agent `reason` (it lands in the audit log).
+    fn close_with(&self, reason: &str) {
         self.set_state(TunnelState::Closed, None);
         let session = self.inner();
         let mut inner = session.borrow_mut();
         inner.lost = None;
         if !inner.tunnel.is_closed() {
-            inner
-                .tunnel
-                .close(ResetCode::NO_ERROR, "client closed the tunnel");
+            inner.tunnel.close(ResetCode::NO_ERROR, reason);
         }
         inner.pump();
+    }
+
+    /// The page is going away (a closed tab, a navigation): say so to the agent and close
+    /// the channel now. When a page holding a tunnel was closed, Chrome sent the agent
+    /// nothing: it kept the workspace's connections (code-server's WebSockets) open until
+    /// its idle timeout ended the tunnel 30 s later. `close` alone would wait for the
+    /// channel's buffer to drain before closing it, and the page is gone by then. The peer
+    /// connection is not closed here: that would drop the queued CLOSE frame (seen in
+    /// Chrome); the channel's own close sends what is queued first.
+    fn close_for_page_hide(&self) {
+        if self.is_closed() {
+            return;
+        }
+        self.close_with("the page was closed");
+        let session = self.inner();
+        let mut inner = session.borrow_mut();
+        inner.dc_open = false;
+        inner.dc.close();
     }
 
     /// Whether the tunnel is closed.
