@@ -1,6 +1,7 @@
 //! `burrow`: reach a workspace's TCP ports through a WebRTC tunnel.
 
 mod session;
+mod speedtest;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -70,6 +71,17 @@ enum Command {
         /// Number of pings.
         #[arg(long, short = 'c', default_value_t = 5)]
         count: u32,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Measure a tunnel to a workspace's agent: round trip, download and upload, with
+    /// every byte checked. Needs nothing in the workspace.
+    Speedtest {
+        /// Workspace name.
+        workspace: String,
+        /// MiB to move each way.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16384))]
+        mib: u64,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -155,6 +167,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let endpoint = endpoint(cli.url, cli.token)?;
             ping(endpoint, workspace, count, net).await
+        }
+        Command::Speedtest {
+            workspace,
+            mib,
+            net,
+        } => {
+            let endpoint = endpoint(cli.url, cli.token)?;
+            speedtest(endpoint, workspace, mib, net).await
         }
     }
 }
@@ -301,6 +321,38 @@ async fn ping(
     }
     conn.close().await;
     Ok(())
+}
+
+// The report is the command's output, so it goes to stdout.
+#[allow(clippy::print_stdout)]
+async fn speedtest(
+    endpoint: Endpoint,
+    workspace: String,
+    mib: u64,
+    net: NetArgs,
+) -> anyhow::Result<()> {
+    let conn = open(&endpoint, &workspace, &net).await?;
+    println!(
+        "connected to {workspace}: {} path, set up in {} ms",
+        conn.path,
+        conn.setup.as_millis()
+    );
+    let bytes = mib * 1024 * 1024;
+    let result = async {
+        let rtt = speedtest::round_trip(&conn.tunnel, 5).await?;
+        println!(
+            "round trip: {:.3} ms (median of 5)",
+            rtt.as_secs_f64() * 1e3
+        );
+        let down = speedtest::download(&conn.tunnel, bytes).await?;
+        println!("download: {}, intact", down.describe());
+        let up = speedtest::upload(&conn.tunnel, bytes).await?;
+        println!("upload:   {}, intact", up.describe());
+        anyhow::Ok(())
+    }
+    .await;
+    conn.close().await;
+    result
 }
 
 fn parse_ports(spec: &str) -> anyhow::Result<(u16, u16)> {

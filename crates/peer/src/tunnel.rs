@@ -40,6 +40,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, SystemTime};
 
 use burrow_proto::frame::{ResetCode, StreamId};
+use burrow_proto::speedtest;
 use burrow_proto::tunnel::{self as proto, Event, Role, StreamEnd, StreamStats, Tunnel};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -1108,6 +1109,10 @@ impl Driver {
             return;
         };
         let mut ds = DriverStream::new(port, &self.budget);
+        if port == speedtest::SPEEDTEST_PORT {
+            self.serve_speedtest(id, ds);
+            return;
+        }
         if !(agent.allow)(port) {
             let reason = format!("port {port} is not allowed");
             info!(stream = %id, port, "refusing stream: {reason}");
@@ -1130,6 +1135,23 @@ impl Driver {
             ds.tasks.push(dial.abort_handle());
         }
         self.streams.insert(id, ds);
+    }
+
+    /// Agent: the built-in speed test, served here instead of by a workspace port.
+    fn serve_speedtest(&mut self, id: StreamId, mut ds: DriverStream) {
+        let Some(cmd) = self.cmd_tx.upgrade() else {
+            return;
+        };
+        if self.tunnel.accept(id).is_err() {
+            return;
+        }
+        debug!(stream = %id, "speed test accepted");
+        let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        ds.inbound = Some(tx);
+        let task = tokio::spawn(speedtest_service(id, rx, Arc::clone(&ds.shared), cmd));
+        ds.tasks = vec![task.abort_handle()];
+        self.streams.insert(id, ds);
+        self.pump_inbound(id);
     }
 
     fn on_dialed(&mut self, id: StreamId, result: io::Result<TcpStream>) {
@@ -1337,6 +1359,94 @@ async fn socket_reader(
                 });
                 return;
             }
+        }
+    }
+}
+
+/// Agent: the speed test's end of a stream (see [`speedtest`]): reads the request, then
+/// sends the pattern (a download) or checks it and reports (an upload).
+async fn speedtest_service(
+    id: StreamId,
+    mut inbound: mpsc::Receiver<Bytes>,
+    shared: Arc<StreamShared>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+) {
+    // "refused: …" as the audit log words a refused port.
+    let refuse = |reason: String| {
+        info!(stream = %id, "speed test refused: {reason}");
+        let _ = cmd.send(Cmd::Reset {
+            id,
+            code: ResetCode::REFUSED,
+            reason: format!("refused: {reason}"),
+        });
+    };
+    let mut head = BytesMut::new();
+    while head.len() < speedtest::REQUEST_LEN {
+        match inbound.recv().await {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => return refuse("the speed test request was cut short".into()),
+        }
+    }
+    let request = match speedtest::Request::decode(&head) {
+        Ok(request) => request,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let rest = head.split_off(speedtest::REQUEST_LEN);
+    info!(stream = %id, ?request, "speed test");
+    match request {
+        speedtest::Request::Download { bytes } => {
+            if !rest.is_empty() {
+                return refuse("bytes after a download request".into());
+            }
+            let pattern = speedtest::Pattern::new();
+            let mut sent = 0u64;
+            while sent < bytes {
+                let Ok(room) = std::future::poll_fn(|cx| shared.poll_room(cx)).await else {
+                    return; // The stream ended.
+                };
+                let left = usize::try_from(bytes - sent).unwrap_or(usize::MAX);
+                let n = room.min(CHUNK).min(left);
+                let mut chunk = BytesMut::zeroed(n);
+                pattern.fill(sent, &mut chunk);
+                shared.stage(n);
+                if cmd
+                    .send(Cmd::Write {
+                        id,
+                        data: chunk.freeze(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                sent += n as u64;
+            }
+            let _ = cmd.send(Cmd::Finish { id });
+            // The client's FIN (or reset) ends the stream; what it sends meanwhile is
+            // dropped.
+            while inbound.recv().await.is_some() {}
+        }
+        speedtest::Request::Upload { .. } => {
+            let mut verifier = speedtest::Verifier::new();
+            verifier.update(&rest);
+            while let Some(chunk) = inbound.recv().await {
+                verifier.update(&chunk);
+            }
+            if !shared.fin.load(Ordering::Acquire) {
+                return; // Reset by the client: nobody wants the report.
+            }
+            let report = verifier.report().encode();
+            if std::future::poll_fn(|cx| shared.poll_room(cx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            shared.stage(report.len());
+            let _ = cmd.send(Cmd::Write {
+                id,
+                data: Bytes::copy_from_slice(&report),
+            });
+            let _ = cmd.send(Cmd::Finish { id });
         }
     }
 }

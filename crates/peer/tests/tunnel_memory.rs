@@ -718,3 +718,50 @@ async fn what_the_client_sent_before_its_channel_closed_is_read_though_sending_f
     assert_eq!(record.outcome, "tunnel closed: bye");
     assert!(within("agent ends", agent).await.expect("join").is_ok());
 }
+
+#[tokio::test]
+async fn the_agents_speed_test_checks_an_upload_and_refuses_a_bad_request() {
+    use burrow_proto::speedtest::{Request, SPEEDTEST_PORT, UploadReport};
+
+    // No port is allowed: the speed test is the agent's own.
+    let mut s = start(&[]);
+
+    // Bytes that are not the pattern arrive counted, and reported as not intact.
+    let stream = within("open", s.client.open(SPEEDTEST_PORT))
+        .await
+        .expect("open");
+    let mut upload = Request::Upload { bytes: 1000 }.encode().to_vec();
+    upload.extend_from_slice(&[0xab; 1000]);
+    let answer = within("upload", exchange(stream, upload))
+        .await
+        .expect("upload");
+    assert_eq!(
+        UploadReport::decode(&answer),
+        Ok(UploadReport {
+            received: 1000,
+            intact: false
+        })
+    );
+    let record = next_report(&mut s.reports).await;
+    assert_eq!((record.port, record.outcome.as_str()), (0, "ok"));
+
+    // An unknown request is reset with the reason, which the audit log keeps.
+    let mut stream = within("open", s.client.open(SPEEDTEST_PORT))
+        .await
+        .expect("open");
+    let mut bad = Request::Download { bytes: 1 }.encode();
+    bad[0] = 7;
+    stream.write_all(&bad).await.expect("write");
+    let mut buf = [0; 16];
+    let err = within("the refusal", stream.read(&mut buf))
+        .await
+        .expect_err("reset");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown speed test request kind 7"),
+        "{err}"
+    );
+    let record = next_report(&mut s.reports).await;
+    assert_eq!(record.outcome, "refused: unknown speed test request kind 7");
+}

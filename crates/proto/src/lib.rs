@@ -7,6 +7,7 @@
 //! - [`frame`] and [`tunnel`]: the stream protocol carried on a WebRTC data channel.
 //!   Many TCP streams share one channel; per-stream credit keeps one slow stream from
 //!   stalling the others and bounds the memory each stream may hold.
+//! - [`speedtest`]: the agent's built-in speed test, a stream it serves itself.
 //! - [`signal`]: the JSON messages exchanged with burrowd's signaling broker.
 //! - [`turn_auth`]: TURN REST credentials (coturn's `use-auth-secret` scheme).
 //! - [`http1`] and [`websocket`]: the HTTP/1.1 and WebSocket (RFC 6455) client codecs the
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod http1;
 pub mod redirect;
 pub mod signal;
+pub mod speedtest;
 pub mod tunnel;
 pub mod turn_auth;
 pub mod websocket;

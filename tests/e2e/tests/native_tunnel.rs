@@ -357,3 +357,37 @@ fn agent_opens_no_listening_socket() -> anyhow::Result<()> {
     assert_eq!(listening_sockets(pid)?, Vec::<u64>::new());
     Ok(())
 }
+
+#[test]
+fn speedtest_measures_both_ways_against_the_agent_with_nothing_in_the_workspace()
+-> anyhow::Result<()> {
+    // The agent allows one port nobody listens on: the speed test needs none.
+    let w = world(Relay::Embedded, &[1])?;
+    let out = burrow(&w.burrowd.url, &w.token)?
+        .args(["speedtest", WS, "--mib", "16", "--udp-bind", "127.0.0.1"])
+        .output()?;
+    assert_success(
+        &out,
+        &format!("burrow speedtest\nagent log:\n{}", w.agent.log_tail()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "direct path",
+        "round trip: ",
+        "download: 16.0 MiB in ",
+        "upload:   16.0 MiB in ",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert_eq!(text.matches(", intact").count(), 2, "{text}");
+    // Both streams are in the audit log, as port 0.
+    w.burrowd
+        .wait_for_audit("for the speed test", Duration::from_secs(10), |r| {
+            r["port"] == 0 && r["outcome"] == "ok" && r["bytes_to_client"] == 16 << 20
+        })?;
+    w.burrowd
+        .wait_for_audit("for the upload", Duration::from_secs(10), |r| {
+            r["port"] == 0 && r["outcome"] == "ok" && r["bytes_to_workspace"] == (16 << 20) + 9
+        })?;
+    Ok(())
+}
