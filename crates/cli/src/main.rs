@@ -280,6 +280,22 @@ async fn stdio(
     Ok(())
 }
 
+/// [`open`], then says on stdout where it got.
+#[allow(clippy::print_stdout)]
+async fn open_announced(
+    endpoint: &Endpoint,
+    workspace: &str,
+    net: &NetArgs,
+) -> anyhow::Result<Connection> {
+    let conn = open(endpoint, workspace, net).await?;
+    println!(
+        "connected to {workspace}: {} path, set up in {} ms",
+        conn.path,
+        conn.setup.as_millis()
+    );
+    Ok(conn)
+}
+
 // The report is the command's output, so it goes to stdout.
 #[allow(clippy::print_stdout)]
 async fn ping(
@@ -288,18 +304,10 @@ async fn ping(
     count: u32,
     net: NetArgs,
 ) -> anyhow::Result<()> {
-    let conn = open(&endpoint, &workspace, &net).await?;
-    println!(
-        "connected to {workspace}: {} path, set up in {} ms",
-        conn.path,
-        conn.setup.as_millis()
-    );
+    let conn = open_announced(&endpoint, &workspace, &net).await?;
     let mut rtts = Vec::new();
     for seq in 0..count {
-        let rtt = tokio::time::timeout(Duration::from_secs(5), conn.tunnel.ping())
-            .await
-            .context("ping timed out")?
-            .context("ping failed")?;
+        let rtt = speedtest::ping_once(&conn.tunnel).await?;
         println!(
             "seq={seq} rtt={:.3} ms path={}",
             rtt.as_secs_f64() * 1e3,
@@ -331,12 +339,7 @@ async fn speedtest(
     mib: u64,
     net: NetArgs,
 ) -> anyhow::Result<()> {
-    let conn = open(&endpoint, &workspace, &net).await?;
-    println!(
-        "connected to {workspace}: {} path, set up in {} ms",
-        conn.path,
-        conn.setup.as_millis()
-    );
+    let conn = open_announced(&endpoint, &workspace, &net).await?;
     let bytes = mib * 1024 * 1024;
     let result = async {
         let rtt = speedtest::round_trip(&conn.tunnel, 5).await?;

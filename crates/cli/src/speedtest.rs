@@ -37,15 +37,19 @@ impl Transfer {
     }
 }
 
+/// One ping, given up after 5 s.
+pub async fn ping_once(tunnel: &ClientTunnel) -> anyhow::Result<Duration> {
+    tokio::time::timeout(Duration::from_secs(5), tunnel.ping())
+        .await
+        .context("ping timed out")?
+        .context("ping failed")
+}
+
 /// The median of `count` pings.
 pub async fn round_trip(tunnel: &ClientTunnel, count: u32) -> anyhow::Result<Duration> {
     let mut rtts = Vec::new();
     for _ in 0..count.max(1) {
-        let rtt = tokio::time::timeout(Duration::from_secs(5), tunnel.ping())
-            .await
-            .context("ping timed out")?
-            .context("ping failed")?;
-        rtts.push(rtt);
+        rtts.push(ping_once(tunnel).await?);
     }
     rtts.sort();
     Ok(rtts[rtts.len() / 2])
