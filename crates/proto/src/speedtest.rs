@@ -80,7 +80,14 @@ impl Request {
 
     /// Reads a request from the first [`REQUEST_LEN`] bytes of `buf` (more are ignored).
     pub fn decode(buf: &[u8]) -> Result<Request, SpeedtestError> {
-        let (kind, bytes) = split_fixed(buf, REQUEST_LEN)?;
+        let head = buf.get(..REQUEST_LEN).ok_or(SpeedtestError::Short {
+            got: buf.len(),
+            want: REQUEST_LEN,
+        })?;
+        let kind = head[0];
+        let mut count = [0; 8];
+        count.copy_from_slice(&head[1..]);
+        let bytes = u64::from_be_bytes(count);
         if bytes > MAX_BYTES {
             return Err(SpeedtestError::TooLarge(bytes));
         }
@@ -128,17 +135,6 @@ impl UploadReport {
             intact,
         })
     }
-}
-
-/// A kind byte followed by a big-endian `u64`.
-fn split_fixed(buf: &[u8], len: usize) -> Result<(u8, u64), SpeedtestError> {
-    let head = buf.get(..len).ok_or(SpeedtestError::Short {
-        got: buf.len(),
-        want: len,
-    })?;
-    let mut count = [0; 8];
-    count.copy_from_slice(&head[1..9]);
-    Ok((head[0], u64::from_be_bytes(count)))
 }
 
 /// The bytes a speed test carries: byte `i` of the stream is `i % 251`. The period is
