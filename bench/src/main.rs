@@ -33,6 +33,14 @@ enum Command {
     /// Measure and write `<results-dir>/native.json`.
     Run(scenario::Options),
     /// Merge `<results-dir>/*.json` into a Markdown report and an SVG plot.
+    /// Runs one measurement alone and prints it, writing no results: for trying a change to
+    /// one figure without the whole suite.
+    Probe {
+        what: Probe,
+        /// Runs, each with fresh processes.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     Render {
         /// The Markdown report.
         #[arg(long, default_value = "BENCHMARKS.md")]
@@ -44,6 +52,13 @@ enum Command {
         #[arg(long, default_value = "bench/findings.md")]
         findings: PathBuf,
     },
+}
+
+/// What `probe` measures.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Probe {
+    /// The agent's resident memory: idle, one tunnel, 100 streams, after they close.
+    AgentMemory,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +80,17 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote {}", path.display());
             Ok(())
+        }
+        Command::Probe { what, repeat } => {
+            if std::env::var_os("BURROW_BIN_DIR").is_none() {
+                let exe = std::env::current_exe().context("locating burrow-bench")?;
+                if let Some(dir) = exe.parent() {
+                    rerun_with_bin_dir(dir);
+                }
+            }
+            match what {
+                Probe::AgentMemory => scenario::probe_agent_memory(repeat),
+            }
         }
         Command::Render {
             out,

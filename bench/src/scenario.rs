@@ -103,7 +103,7 @@ pub fn run(o: &Options) -> anyhow::Result<Results> {
     let setup = setup(o, dir, &burrowd, &user, &sshd, echo)?;
     drop(ssh);
     drop((direct_sink, direct_echo, relay_sink, relay_echo));
-    let agent_mem = agent_memory(dir, &burrowd, &user, echo)?;
+    let agent_mem = agent_memory(dir, &burrowd, &user, echo, "memory", &mut |_, _| {})?;
     drop(burrowd);
     let burrowd_mem = burrowd_memory(o, dir)?;
 
@@ -568,26 +568,87 @@ const AGENT_TUNNEL: &str = "agent, one tunnel open, no stream";
 const AGENT_STREAMS: &str = "agent, 100 streams open";
 const AGENT_CLOSED: &str = "agent, 5 s after the streams closed";
 
+/// Runs only the agent-memory measurement, `repeat` times with a fresh agent each, and
+/// prints each run's rows: for trying a change to that one figure without the whole suite.
+pub fn probe_agent_memory(repeat: usize) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir().context("creating the work directory")?;
+    let dir = tmp.path();
+    let echo = load::start_echo()?;
+    let burrowd = Burrowd::start(dir, Relay::Embedded)?;
+    let user = burrowd.add_user("bench")?;
+    for run in 0..repeat {
+        let mut split = |at: &str, pid: u32| {
+            eprintln!(
+                "  {at}: {}",
+                rss_split(pid).unwrap_or_else(|e| e.to_string())
+            );
+        };
+        let workspace = format!("memory-{run}");
+        let group = agent_memory(dir, &burrowd, &user, echo, &workspace, &mut split)?;
+        let rows: Vec<String> = group
+            .rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {:.1}",
+                    r.name,
+                    r.samples.first().copied().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        eprintln!("run {run}: {}", rows.join(" | "));
+    }
+    Ok(())
+}
+
+/// The resident set's parts (anonymous, file-backed, shared memory) from `/proc/PID/status`.
+fn rss_split(pid: u32) -> anyhow::Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let parts: Vec<&str> = status
+        .lines()
+        .filter(|l| {
+            ["RssAnon:", "RssFile:", "RssShmem:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.trim())
+        .collect();
+    Ok(parts.join(", "))
+}
+
 /// A fresh agent's memory: idle, with a tunnel, with 100 open streams, after they close.
-fn agent_memory(dir: &Path, burrowd: &Burrowd, user: &str, echo: u16) -> anyhow::Result<Group> {
+/// `detail` is called with each measurement's label and the agent's pid, for a closer look.
+fn agent_memory(
+    dir: &Path,
+    burrowd: &Burrowd,
+    user: &str,
+    echo: u16,
+    workspace: &str,
+    detail: &mut dyn FnMut(&str, u32),
+) -> anyhow::Result<Group> {
     progress("agent memory");
-    let token = burrowd.add_workspace("memory", "bench")?;
+    let token = burrowd.add_workspace(workspace, "bench")?;
     let agent = procs::start_agent(dir, &burrowd.url, &token, &[echo])?;
     let pid = agent.pid().context("agent exited")?;
     let settle = || std::thread::sleep(Duration::from_secs(2));
     settle();
     let idle = rss_mb(pid)?;
-    let fwd = procs::port_forward(dir, &burrowd.url, user, "memory", echo, false)?;
+    detail(AGENT_IDLE, pid);
+    let fwd = procs::port_forward(dir, &burrowd.url, user, workspace, echo, false)?;
     echo_one_byte(TcpStream::connect(("127.0.0.1", fwd.port))?)?;
     settle();
     let tunnel = rss_mb(pid)?;
+    detail(AGENT_TUNNEL, pid);
     // 256 KiB each way on every stream: every stream's buffers have been used.
     let streams = load::open_echo_streams(fwd.port, 100, 256 * 1024)?;
     settle();
     let open = rss_mb(pid)?;
+    detail(AGENT_STREAMS, pid);
     drop(streams);
     std::thread::sleep(Duration::from_secs(5));
     let closed = rss_mb(pid)?;
+    detail(AGENT_CLOSED, pid);
     Ok(Group {
         id: "agent memory".into(),
         title: "burrow-agent resident memory (VmRSS)".into(),
