@@ -476,72 +476,101 @@ async function smallGroups() {
 
 const EXPLORER_ROW = ".explorer-folders-view .monaco-list-row";
 
-/** Direct: a fresh context navigates to code-server; ms until the explorer lists hello.txt. */
+/** Direct: a fresh context navigates to code-server; ms until the explorer lists hello.txt.
+ *  Then the same page navigates away and back: the second load, with Chrome's HTTP cache
+ *  warm. Returns [first, second]. */
 async function loadDirect() {
   const context = await newContext();
   try {
     const page = await context.newPage();
-    const started = Date.now();
-    await page.goto(`http://127.0.0.1:${stack.codeServerPort}/`);
-    await page.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-    return Date.now() - started;
+    const url = `http://127.0.0.1:${stack.codeServerPort}/`;
+    const load = async () => {
+      const started = Date.now();
+      await page.goto(url);
+      await page.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
+      return Date.now() - started;
+    };
+    const first = await load();
+    await page.goto("about:blank");
+    return [first, await load()];
   } finally {
     await context.close();
   }
 }
 
 /** Through the tunnel in the dashboard's app view (fresh context, tunnel already connected):
- *  ms from pressing the app's button until the explorer lists hello.txt. */
+ *  ms from pressing the app's button until the explorer lists hello.txt; then the frame is
+ *  emptied and the button pressed again: the second load, with the service worker's cache
+ *  warm. Returns [first, second]. */
 async function loadAppView() {
   const { context, page } = await newDashboard();
   try {
     const button = page.locator(`button[data-open="dev:${stack.codeServerPort}"]`);
     await button.waitFor({ state: "visible", timeout: 30000 });
     await waitFor("the workspace online in the dashboard", () => button.isEnabled(), 30000);
-    const started = Date.now();
-    await button.click();
-    await page.frameLocator("#app").locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-    return Date.now() - started;
+    const load = async () => {
+      const started = Date.now();
+      await button.click();
+      await page.frameLocator("#app").locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
+      return Date.now() - started;
+    };
+    const first = await load();
+    await page.evaluate(() => { document.getElementById("app").src = "about:blank"; });
+    await page.frameLocator("#app").locator(EXPLORER_ROW).waitFor({ state: "detached", timeout: 30000 });
+    return [first, await load()];
   } finally {
     await context.close();
   }
 }
 
 /** Through the tunnel in a tab of its own under /@dev/apps/PORT/ (the dashboard open in
- *  another tab, its tunnel connected, its service worker active). */
+ *  another tab, its tunnel connected, its service worker active); then away and back, as
+ *  for direct. Returns [first, second]. */
 async function loadTab() {
   const { context } = await newDashboard();
   try {
     const tab = await context.newPage();
-    const started = Date.now();
-    await tab.goto(`${stack.url}/@dev/apps/${stack.codeServerPort}/`);
-    await tab.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-    return Date.now() - started;
+    const url = `${stack.url}/@dev/apps/${stack.codeServerPort}/`;
+    const load = async () => {
+      const started = Date.now();
+      await tab.goto(url);
+      await tab.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
+      return Date.now() - started;
+    };
+    const first = await load();
+    await tab.goto("about:blank");
+    return [first, await load()];
   } finally {
     await context.close();
   }
 }
 
-async function workbenchGroup() {
-  const direct = row("direct (http://127.0.0.1:PORT/)");
-  const view = row("through the tunnel, dashboard app view");
-  const tab = row("through the tunnel, own tab under /@dev/apps/PORT/");
+async function workbenchGroups() {
+  const names = [
+    ["direct (http://127.0.0.1:PORT/)", loadDirect],
+    ["through the tunnel, dashboard app view", loadAppView],
+    ["through the tunnel, own tab under /@dev/apps/PORT/", loadTab],
+  ];
+  const cold = names.map(([name]) => row(name));
+  const warm = names.map(([name]) => row(name));
   // code-server's first load warms its own caches; not recorded.
   await loadDirect().catch((e) => log(`warm-up load failed: ${e.message}`));
   for (let i = 0; i < LOADS; i++) {
     log(`workbench round ${i + 1}/${LOADS}`);
-    for (const [r, fn] of rotated([[direct, loadDirect], [view, loadAppView], [tab, loadTab]], i)) {
-      await sample(r, fn, LOAD_TIMEOUT_MS + 30000);
+    const order = rotated(names.map(([, fn], k) => [k, fn]), i);
+    for (const [k, fn] of order) {
+      let pair;
+      // One timed run gives both samples; a failure counts against both.
+      await sample(cold[k], async () => (pair = await fn())[0], 2 * LOAD_TIMEOUT_MS + 60000);
+      if (pair) warm[k].samples.push(pair[1]);
+      else warm[k].failures.push(cold[k].failures.at(-1) ?? "first load failed");
     }
   }
-  return {
-    id: "code-server load",
-    title: "code-server's workbench: navigation until the explorer lists a file (fresh browser context each)",
-    unit: "ms",
-    compare: [direct.name],
-    plot: null,
-    rows: [direct, view, tab],
-  };
+  const group = (id, title, rows) => ({ id, title, unit: "ms", compare: [rows[0].name], plot: null, rows });
+  return [
+    group("code-server load", "code-server's workbench: navigation until the explorer lists a file (fresh browser context each)", cold),
+    group("code-server reload", "code-server's workbench loaded a second time in the same context: Chrome's HTTP cache (direct) or Burrow's service-worker cache (tunnel) warm", warm),
+  ];
 }
 
 // ---- the report --------------------------------------------------------------------------
@@ -638,7 +667,7 @@ const NOTES = [
   `Chrome ↔ Chrome data channel: two RTCPeerConnections in one page, one reliable ordered channel, ${BULK_MIB} MiB sent with backpressure (send while bufferedAmount < high water, resume on bufferedamountlow): 64 KiB messages with Burrow's thresholds (1 MiB / 256 KiB), and 256 KiB messages (4 MiB / 1 MiB). Both ends, and both SCTP stacks, run in the same renderer, so this is the ceiling of what Chromium's data channels carry on this machine.`,
   "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body, which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
   `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the dashboard window (the tunnel without the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
-  `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first. Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and its tunnel connected first (not timed), then from pressing the port's button until the explorer in the frame lists the file. Own tab: the same, from navigating a second tab to /@dev/apps/PORT/; its WebSockets are brokered by the service worker to the dashboard window.`,
+  `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first; the second load in the same context right after (about:blank, then the same navigation or button again) is the reload row, where Chrome's HTTP cache (direct) and Burrow's service-worker cache (tunnel) hold what code-server marked reusable (its versioned static files: max-age one year). Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and its tunnel connected first (not timed), then from pressing the port's button until the explorer in the frame lists the file. Own tab: the same, from navigating a second tab to /@dev/apps/PORT/; its WebSockets are brokered by the service worker to the dashboard window.`,
   "The machine is shared with other work (see the load average): absolute numbers move between runs; the ratios, measured side by side, are the meaningful part.",
 ];
 
@@ -660,7 +689,7 @@ async function main() {
   const want = (id) => !only || only.test(id);
   if (want("browser bulk")) groups.push(await bulkGroup());
   if (want("small fetch")) groups.push(...(await smallGroups()));
-  if (want("code-server load")) groups.push(await workbenchGroup());
+  if (want("code-server load")) groups.push(...(await workbenchGroups()));
   const m = machine();
   m["load average (1, 5, 15 min) at start / end"] = `${loadStart} / ${loadavg()}`;
   const results = {

@@ -238,6 +238,52 @@ async function main() {
     }
   });
 
+  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store never stored", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      stack.app.hits.clear();
+      const r = await f.evaluate(async () => {
+        const get = async (path, init) => {
+          const res = await fetch(path, init);
+          return { status: res.status, body: await res.text(), internal: res.headers.get("x-burrow-received-at") };
+        };
+        const out = {};
+        for (const route of ["fresh", "revalidate", "no-store", "gzip"]) {
+          out[route] = [await get(`cache/${route}`), await get(`cache/${route}`)];
+        }
+        out.noCacheMode = await get("cache/fresh", { cache: "no-cache" });
+        out.reload = await get("cache/fresh", { cache: "reload" });
+        out.afterReload = await get("cache/fresh");
+        out.noStoreMode = await get("cache/fresh", { cache: "no-store" });
+        return out;
+      });
+      const hits = Object.fromEntries(stack.app.hits);
+      log("cache results", JSON.stringify(hits));
+      const body = (route) => `${route} body `.repeat(200);
+      for (const route of ["fresh", "revalidate", "no-store", "gzip"]) {
+        for (const [i, got] of r[route].entries()) {
+          assert(got.status === 200 && got.body === body(route), `${route} #${i + 1}: 200 with the app's body (got ${got.status}, ${got.body.length} chars)`);
+          assert(got.internal === null, `${route} #${i + 1}: the cache's own header is not shown to the page`);
+        }
+      }
+      for (const k of ["noCacheMode", "reload", "afterReload", "noStoreMode"]) {
+        assert(r[k].status === 200 && r[k].body === body("fresh"), `${k}: 200 with the app's body`);
+      }
+      // fresh: stored by the first fetch, served to the second and (after the reload stored it
+      // again) to the one after; no-cache asked with If-None-Match; reload and no-store fetched anew.
+      assert(hits["fresh 200"] === 3, `fresh: 3 full answers (first, reload, no-store), got ${hits["fresh 200"]}`);
+      assert(hits["fresh 304"] === 1, `fresh: 1 revalidation (cache: no-cache), got ${hits["fresh 304"]}`);
+      assert(hits["revalidate 200"] === 1 && hits["revalidate 304"] === 1, "no-cache: stored, then revalidated with a 304");
+      assert(hits["no-store 200"] === 2, "no-store: asked both times");
+      assert(hits["gzip 200"] === 1, "a gzip body of unknown decoded length: stored decoded, served from the cache");
+    } finally {
+      await context.close();
+    }
+  });
+
   await test("code-server through the tunnel (direct): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: false }));
   await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: true }));
 

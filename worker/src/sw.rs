@@ -17,6 +17,9 @@ use web_sys::{
     ResponseInit, ServiceWorkerGlobalScope, Url,
 };
 
+use burrow_proto::http_cache::{self, FetchCacheMode, Lookup};
+
+use crate::cache;
 use crate::scope::{AppTarget, HtmlInjector, WS_SHIM_PATH, parse_app_path, rewrite_location};
 
 /// How long a window gets to hand over a port for a workspace.
@@ -156,11 +159,70 @@ async fn respond(request: Request) -> Response {
     if navigate && target.missing_slash {
         return redirect(&format!("{}/{}", target.prefix(), page.search()));
     }
-    match forward(&request, &target, navigate, &page.host()).await {
+    match forward_cached(&request, &target, navigate, &page.host()).await {
         Ok(r) => r,
         Err(e @ SwError::NoWindow(_)) => error_page(503, &e.to_string()),
         Err(e) => error_page(502, &e.to_string()),
     }
+}
+
+/// [`forward`], through the HTTP cache (see [`crate::cache`]) where the request allows.
+///
+/// A stored response is served only while a dashboard window holds the workspace's tunnel:
+/// without one the page gets the same 503 as for anything else, so closing the dashboard
+/// ends access to an app's cached content as it ends live access.
+async fn forward_cached(
+    request: &Request,
+    target: &AppTarget,
+    navigate: bool,
+    page_host: &str,
+) -> Result<Response, SwError> {
+    let method = http::Method::from_bytes(request.method().as_bytes())
+        .map_err(|_| SwError::Js("a request method the http crate refuses".into()))?;
+    let mode = FetchCacheMode::from_fetch(&get_str(request, "cache").unwrap_or_default());
+    let asked = cache::header_map(&request.headers());
+    if !http_cache::request_uses_cache(&method, &asked, mode) {
+        return forward(request, target, navigate, page_host, None).await;
+    }
+    let Some(store) = cache::open(&scope()?).await else {
+        return forward(request, target, navigate, page_host, None).await;
+    };
+    let (stored, conditional) = match cache::find(&store, request).await {
+        Some(s) => {
+            workspace_port(&target.workspace).await?;
+            match http_cache::lookup(mode, &asked, &s.headers, s.received_ms, now_ms()) {
+                Lookup::Use => return Ok(s.serve()?),
+                Lookup::Revalidate(headers) => (Some(s), Some(headers)),
+                Lookup::Fetch => (None, None),
+            }
+        }
+        None if mode == FetchCacheMode::OnlyIfCached => {
+            return Ok(error_page(
+                504,
+                "not in the cache, and the request was only-if-cached",
+            ));
+        }
+        None => (None, None),
+    };
+    let response = forward(request, target, navigate, page_host, conditional.as_ref()).await?;
+    let now = now_ms();
+    let headers = cache::header_map(&response.headers());
+    let status =
+        http::StatusCode::from_u16(response.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    match stored {
+        // Only a revalidation of what is stored asked a question a 304 answers.
+        Some(s) if status == http::StatusCode::NOT_MODIFIED => {
+            Ok(s.freshen(&store, request, &headers, now)?)
+        }
+        _ if http_cache::storable(status, &headers, now) => {
+            Ok(cache::store(&store, request, response, now)?)
+        }
+        _ => Ok(response),
+    }
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
 }
 
 async fn forward(
@@ -168,6 +230,7 @@ async fn forward(
     target: &AppTarget,
     navigate: bool,
     page_host: &str,
+    conditional: Option<&http::HeaderMap>,
 ) -> Result<Response, SwError> {
     let method = request.method();
     let body = if method == "GET" || method == "HEAD" {
@@ -181,6 +244,12 @@ async fn forward(
     if let Some(entries) = js_sys::try_iter(&request.headers())? {
         for entry in entries {
             headers.push(&entry?);
+        }
+    }
+    // The cache's revalidation: the request had no conditional headers of its own.
+    for (name, value) in conditional.into_iter().flatten() {
+        if let Ok(value) = value.to_str() {
+            headers.push(&Array::of2(&name.as_str().into(), &value.into()));
         }
     }
     let redirect = if navigate {
