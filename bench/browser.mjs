@@ -292,6 +292,7 @@ async function bulkGroup() {
   const dialUp = row("tunnel.dial, page → agent");
   const tfetch = row("tunnel.fetch in the window");
   const sw = row("service worker fetch (app page)");
+  const swTab = row("service worker fetch (app in a tab of its own)");
   const direct = row("direct fetch from the app's origin");
   for (let i = 0; i < BULK_ROUNDS; i++) {
     log(`bulk round ${i + 1}/${BULK_ROUNDS}`);
@@ -301,6 +302,11 @@ async function bulkGroup() {
     try {
       dash = await newDashboard();
       const frame = await openApp(dash.page, stack.app.port, "#hello");
+      // The app page of the row above is a frame of the dashboard, so it shares the
+      // dashboard's main thread, where the tunnel runs; a tab of its own may not.
+      const tab = await dash.context.newPage();
+      await tab.goto(`${stack.url}/@dev/apps/${stack.app.port}/`);
+      await tab.locator("#hello").waitFor({ timeout: 60000 });
       blank = await dash.context.newPage();
       await blank.goto(`${stack.url}/healthz`);
       appOrigin = await (await newContext()).newPage();
@@ -312,6 +318,7 @@ async function bulkGroup() {
         [dialUp, () => dialUpload(dash.page, BULK_MIB)],
         [tfetch, () => tunnelFetchDownload(dash.page, BULK_MIB)],
         [sw, () => fetchDownload(frame, BULK_MIB)],
+        [swTab, () => fetchDownload(tab, BULK_MIB)],
         [direct, () => fetchDownload(appOrigin, BULK_MIB)],
       ];
       for (const [r, fn] of rotated(runs, i)) {
@@ -319,7 +326,7 @@ async function bulkGroup() {
       }
     } catch (e) {
       log(`bulk round ${i + 1} could not start: ${e.message}`);
-      for (const r of [ceiling, ceiling256, dialDown, dialUp, tfetch, sw, direct]) {
+      for (const r of [ceiling, ceiling256, dialDown, dialUp, tfetch, sw, swTab, direct]) {
         if (r.samples.length + r.failures.length <= i) r.failures.push(`round setup: ${e.message.split("\n")[0]}`);
       }
     } finally {
@@ -333,7 +340,7 @@ async function bulkGroup() {
     unit: "MB/s",
     compare: [ceiling.name, direct.name],
     plot: "throughput",
-    rows: [ceiling, ceiling256, dialDown, dialUp, tfetch, sw, direct],
+    rows: [ceiling, ceiling256, dialDown, dialUp, tfetch, sw, swTab, direct],
   };
 }
 
@@ -665,7 +672,7 @@ function readJson(file) {
 const NOTES = [
   `Every comparison alternates its rows round by round (${BULK_ROUNDS} rounds of the bulk transfers, ${ROUNDS} of the small fetches, ${LOADS} workbench loads each; the order rotates each round), in one headless Chromium, on 127.0.0.1. The tunnel is Burrow's direct path (host candidates; no relay).`,
   `Chrome ↔ Chrome data channel: two RTCPeerConnections in one page, one reliable ordered channel, ${BULK_MIB} MiB sent with backpressure (send while bufferedAmount < high water, resume on bufferedamountlow): 64 KiB messages with Burrow's thresholds (1 MiB / 256 KiB), and 256 KiB messages (4 MiB / 1 MiB). Both ends, and both SCTP stacks, run in the same renderer, so this is the ceiling of what Chromium's data channels carry on this machine.`,
-  "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body, which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
+  "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body (app page: the frame of the dashboard's app view, which shares the dashboard window's main thread; own tab: the same page in a tab of its own), which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
   `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the dashboard window (the tunnel without the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
   `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first; the second load in the same context right after (about:blank, then the same navigation or button again) is the reload row, where Chrome's HTTP cache (direct) and Burrow's service-worker cache (tunnel) hold what code-server marked reusable (its versioned static files: max-age one year). Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and its tunnel connected first (not timed), then from pressing the port's button until the explorer in the frame lists the file. Own tab: the same, from navigating a second tab to /@dev/apps/PORT/; its WebSockets are brokered by the service worker to the dashboard window.`,
   "The machine is shared with other work (see the load average): absolute numbers move between runs; the ratios, measured side by side, are the meaningful part.",
