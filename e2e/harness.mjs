@@ -199,7 +199,10 @@ export async function startTestApp() {
         "no-store": { "cache-control": "no-store" },
         gzip: { "cache-control": "max-age=600", etag: '"gzip-1"', "content-encoding": "gzip" },
       }[route];
-      if (!policy) {
+      if (route === "moved") {
+        hit("moved 302");
+        res.writeHead(302, { location: "/cache/fresh" }).end();
+      } else if (!policy) {
         res.writeHead(404).end("no such cache route");
       } else if (policy.etag && req.headers["if-none-match"] === policy.etag) {
         hit(`${route} 304`);

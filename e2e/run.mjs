@@ -238,7 +238,7 @@ async function main() {
     }
   });
 
-  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store never stored", async () => {
+  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store and redirected answers not stored", async () => {
     const { context, page } = await newDashboard();
     try {
       await openApp(page, stack.app.port);
@@ -258,6 +258,7 @@ async function main() {
         out.reload = await get("cache/fresh", { cache: "reload" });
         out.afterReload = await get("cache/fresh");
         out.noStoreMode = await get("cache/fresh", { cache: "no-store" });
+        out.moved = [await get("cache/moved"), await get("cache/moved")];
         return out;
       });
       const hits = Object.fromEntries(stack.app.hits);
@@ -274,10 +275,14 @@ async function main() {
       }
       // fresh: stored by the first fetch, served to the second and (after the reload stored it
       // again) to the one after; no-cache asked with If-None-Match; reload and no-store fetched anew.
-      assert(hits["fresh 200"] === 3, `fresh: 3 full answers (first, reload, no-store), got ${hits["fresh 200"]}`);
+      // (The two redirected fetches below add two more.)
+      assert(hits["fresh 200"] === 5, `fresh: 3 full answers (first, reload, no-store) and 2 through the redirect, got ${hits["fresh 200"]}`);
       assert(hits["fresh 304"] === 1, `fresh: 1 revalidation (cache: no-cache), got ${hits["fresh 304"]}`);
       assert(hits["revalidate 200"] === 1 && hits["revalidate 304"] === 1, "no-cache: stored, then revalidated with a 304");
       assert(hits["no-store 200"] === 2, "no-store: asked both times");
+      for (const got of r.moved) assert(got.status === 200 && got.body === body("fresh"), "a redirect is followed to its target");
+      // The window follows the temporary redirect itself and fetches its target from the app.
+      assert(hits["moved 302"] === 2 && hits["fresh 200"] === 5, `a temporary redirect's final answer is not stored under the redirecting URL (${hits["moved 302"]} redirects, ${hits["fresh 200"]} fresh answers)`);
       assert(hits["gzip 200"] === 1, "a gzip body of unknown decoded length: stored decoded, served from the cache");
     } finally {
       await context.close();

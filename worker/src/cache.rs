@@ -224,6 +224,16 @@ pub(crate) fn store(
     Ok(page)
 }
 
+/// Removes what is stored for `request`, in the background.
+pub(crate) fn remove(cache: &Cache, request: &Request) {
+    let done = JsFuture::from(cache.delete_with_request(request));
+    spawn_local(async move {
+        if let Err(e) = done.await {
+            warn("could not remove a stored response", &e);
+        }
+    });
+}
+
 /// Puts in the background; a failure (the storage quota, say) only means it is not stored.
 /// `storing` ends when the put does.
 fn put(cache: &Cache, request: &Request, response: Response, storing: Storing) {

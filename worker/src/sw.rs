@@ -182,12 +182,18 @@ async fn forward_cached(
     let mode = FetchCacheMode::from_fetch(&get_str(request, "cache").unwrap_or_default());
     let asked = cache::header_map(&request.headers());
     if !http_cache::request_uses_cache(&method, &asked, mode) {
-        return forward(request, target, navigate, page_host, None).await;
+        return Ok(forward(request, target, navigate, page_host, None)
+            .await?
+            .response);
     }
     let Some(store) = cache::open(&scope()?).await else {
-        return forward(request, target, navigate, page_host, None).await;
+        return Ok(forward(request, target, navigate, page_host, None)
+            .await?
+            .response);
     };
-    let (stored, conditional) = match cache::find(&store, request).await {
+    let found = cache::find(&store, request).await;
+    let had_stored = found.is_some();
+    let (stored, conditional) = match found {
         Some(s) => {
             workspace_port(&target.workspace).await?;
             match http_cache::lookup(mode, &asked, &s.headers, s.received_ms, now_ms()) {
@@ -204,7 +210,10 @@ async fn forward_cached(
         }
         None => (None, None),
     };
-    let response = forward(request, target, navigate, page_host, conditional.as_ref()).await?;
+    let Forwarded {
+        response,
+        redirected,
+    } = forward(request, target, navigate, page_host, conditional.as_ref()).await?;
     let now = now_ms();
     let headers = cache::header_map(&response.headers());
     let status =
@@ -214,11 +223,27 @@ async fn forward_cached(
         Some(s) if status == http::StatusCode::NOT_MODIFIED => {
             Ok(s.freshen(&store, request, &headers, now)?)
         }
-        _ if http_cache::storable(status, &headers, now) => {
+        // A followed redirect's final answer is not this URL's: the redirect may have been
+        // temporary, and reusing it is the redirect's own freshness to decide.
+        _ if !redirected && http_cache::storable(status, &headers, now) => {
             Ok(cache::store(&store, request, response, now)?)
         }
-        _ => Ok(response),
+        _ => {
+            if had_stored {
+                // What is stored was not used and is not replaced: it is stale, and the
+                // app's latest answer says it may not be reused.
+                cache::remove(&store, request);
+            }
+            Ok(response)
+        }
     }
+}
+
+/// The app's answer to a forwarded request.
+struct Forwarded {
+    response: Response,
+    /// The window followed a redirect to get it.
+    redirected: bool,
 }
 
 fn now_ms() -> u64 {
@@ -231,7 +256,7 @@ async fn forward(
     navigate: bool,
     page_host: &str,
     conditional: Option<&http::HeaderMap>,
-) -> Result<Response, SwError> {
+) -> Result<Forwarded, SwError> {
     let method = request.method();
     let body = if method == "GET" || method == "HEAD" {
         JsValue::NULL
@@ -277,7 +302,13 @@ async fn forward(
     for _ in 0..2 {
         let port = workspace_port(&target.workspace).await?;
         match exchange(&port, &msg).await {
-            Ok(reply) => return build_response(&reply, target, &method, page_host),
+            Ok(reply) => {
+                return Ok(Forwarded {
+                    response: build_response(&reply, target, &method, page_host)?,
+                    redirected: Reflect::get(&reply, &"redirected".into())
+                        .is_ok_and(|v| v.is_truthy()),
+                });
+            }
             Err(SwError::NoAck) => forget_port(&target.workspace, &port),
             // The window died after accepting: safe to ask another window only when
             // repeating the request cannot repeat its effect.
