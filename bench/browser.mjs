@@ -483,23 +483,25 @@ async function smallGroups() {
 
 const EXPLORER_ROW = ".explorer-folders-view .monaco-list-row";
 
-/** Direct: a fresh context navigates to code-server; ms until the explorer lists hello.txt.
- *  Then the same page navigates away and back: the second load, with Chrome's HTTP cache
- *  warm. Returns [first, second]. */
+/** ms from navigating `page` to `url` until the explorer lists hello.txt, twice: the first
+ *  load, then (after about:blank) the second with the caches warm. Returns [first, second]. */
+async function twoLoads(page, url) {
+  const load = async () => {
+    const started = Date.now();
+    await page.goto(url);
+    await page.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
+    return Date.now() - started;
+  };
+  const first = await load();
+  await page.goto("about:blank");
+  return [first, await load()];
+}
+
+/** Direct: a fresh context navigates to code-server, then again with Chrome's HTTP cache warm. */
 async function loadDirect() {
   const context = await newContext();
   try {
-    const page = await context.newPage();
-    const url = `http://127.0.0.1:${stack.codeServerPort}/`;
-    const load = async () => {
-      const started = Date.now();
-      await page.goto(url);
-      await page.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-      return Date.now() - started;
-    };
-    const first = await load();
-    await page.goto("about:blank");
-    return [first, await load()];
+    return await twoLoads(await context.newPage(), `http://127.0.0.1:${stack.codeServerPort}/`);
   } finally {
     await context.close();
   }
@@ -531,22 +533,11 @@ async function loadAppView() {
 }
 
 /** Through the tunnel in a tab of its own under /@dev/apps/PORT/ (the dashboard open in
- *  another tab, its tunnel connected, its service worker active); then away and back, as
- *  for direct. Returns [first, second]. */
+ *  another tab, its tunnel connected, its service worker active), twice as for direct. */
 async function loadTab() {
   const { context } = await newDashboard();
   try {
-    const tab = await context.newPage();
-    const url = `${stack.url}/@dev/apps/${stack.codeServerPort}/`;
-    const load = async () => {
-      const started = Date.now();
-      await tab.goto(url);
-      await tab.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-      return Date.now() - started;
-    };
-    const first = await load();
-    await tab.goto("about:blank");
-    return [first, await load()];
+    return await twoLoads(await context.newPage(), `${stack.url}/@dev/apps/${stack.codeServerPort}/`);
   } finally {
     await context.close();
   }
