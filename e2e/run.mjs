@@ -238,7 +238,7 @@ async function main() {
     }
   });
 
-  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store and redirected answers not stored", async () => {
+  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store and redirected answers not stored, nothing served once the dashboard closed", async () => {
     const { context, page } = await newDashboard();
     try {
       await openApp(page, stack.app.port);
@@ -284,6 +284,21 @@ async function main() {
       // The window follows the temporary redirect itself and fetches its target from the app.
       assert(hits["moved 302"] === 2 && hits["fresh 200"] === 5, `a temporary redirect's final answer is not stored under the redirecting URL (${hits["moved 302"]} redirects, ${hits["fresh 200"]} fresh answers)`);
       assert(hits["gzip 200"] === 1, "a gzip body of unknown decoded length: stored decoded, served from the cache");
+
+      // A tab of its own gets the stored answer while the dashboard is open, and a 503 once
+      // it has closed: cached content is reachable no longer than live content.
+      const tab = await context.newPage();
+      const url = `${stack.url}/@dev/apps/${stack.app.port}/cache/fresh`;
+      const served = await tab.goto(url);
+      assert(served.status() === 200 && (await served.text()) === body("fresh"), `a stored answer in another tab (got ${served.status()})`);
+      assert(stack.app.hits.get("fresh 200") === 5, "that answer came from the cache");
+      await page.close();
+      // By way of another page, so this is a plain navigation (the same URL again would be
+      // a reload, which revalidates and so asks the window anyway).
+      await tab.goto("about:blank");
+      const refused = await tab.goto(url);
+      assert(refused.status() === 503, `with the dashboard closed, the cached URL gets the 503 page (got ${refused.status()})`);
+      assert(stack.app.hits.get("fresh 200") === 5, "and nothing reached the app");
     } finally {
       await context.close();
     }

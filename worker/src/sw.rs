@@ -43,6 +43,8 @@ thread_local! {
 struct State {
     /// The live port of each workspace's owning window.
     ports: HashMap<String, MessagePort>,
+    /// The client id of the window each port came from, to tell whether it is still open.
+    owners: HashMap<String, String>,
     /// Requests waiting for a workspace's port.
     waiters: HashMap<String, Vec<oneshot::Sender<MessagePort>>>,
 }
@@ -104,7 +106,11 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     };
     match get_str(&data, "burrow").as_deref() {
         Some("port") => {
-            adopt_port(workspace, port);
+            let owner = event
+                .source()
+                .and_then(|source| source.dyn_into::<Client>().ok())
+                .map(|client| client.id());
+            adopt_port(workspace, port, owner);
             Promise::resolve(&JsValue::UNDEFINED)
         }
         Some("ws-port") => future_to_promise(async move {
@@ -121,7 +127,7 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     }
 }
 
-fn adopt_port(workspace: String, port: MessagePort) {
+fn adopt_port(workspace: String, port: MessagePort, owner: Option<String>) {
     STATE.with_borrow_mut(|s| {
         // The first window to answer wins; later answers are closed so that window's
         // side does not wait on a port nobody uses.
@@ -130,6 +136,10 @@ fn adopt_port(workspace: String, port: MessagePort) {
             return;
         }
         s.ports.insert(workspace.clone(), port.clone());
+        match owner {
+            Some(owner) => s.owners.insert(workspace.clone(), owner),
+            None => s.owners.remove(&workspace),
+        };
         for waiter in s.waiters.remove(&workspace).unwrap_or_default() {
             let _ = waiter.send(port.clone());
         }
@@ -168,9 +178,10 @@ async fn respond(request: Request) -> Response {
 
 /// [`forward`], through the HTTP cache (see [`crate::cache`]) where the request allows.
 ///
-/// A stored response is served only while a dashboard window holds the workspace's tunnel:
-/// without one the page gets the same 503 as for anything else, so closing the dashboard
-/// ends access to an app's cached content as it ends live access.
+/// A stored response is served only while a dashboard window that may reach the workspace is
+/// open (see [`live_workspace_port`]): without one the page gets the same 503 as for anything
+/// else, so closing the dashboard ends access to an app's cached content as it ends live
+/// access.
 async fn forward_cached(
     request: &Request,
     target: &AppTarget,
@@ -195,7 +206,7 @@ async fn forward_cached(
     let had_stored = found.is_some();
     let (stored, conditional) = match found {
         Some(s) => {
-            workspace_port(&target.workspace).await?;
+            live_workspace_port(&target.workspace).await?;
             match http_cache::lookup(mode, &asked, &s.headers, s.received_ms, now_ms()) {
                 Lookup::Use => return Ok(s.serve()?),
                 Lookup::Revalidate(headers) => (Some(s), Some(headers)),
@@ -363,10 +374,31 @@ async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
     }
 }
 
+/// [`workspace_port`], checked against the window that handed the port over. A cached port
+/// of a closed window goes unnoticed until a request through it gets no answer, and a
+/// request answered from the cache sends none: without this look, cached content would stay
+/// reachable after the dashboard closed.
+async fn live_workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
+    for _ in 0..2 {
+        let port = workspace_port(workspace).await?;
+        let Some(owner) = STATE.with_borrow(|s| s.owners.get(workspace).cloned()) else {
+            // Only a port whose message had no window as its source; nothing to look at.
+            return Ok(port);
+        };
+        let client = JsFuture::from(scope()?.clients().get(&owner)).await?;
+        if client.is_object() {
+            return Ok(port);
+        }
+        forget_port(workspace, &port);
+    }
+    Err(SwError::NoWindow(workspace.to_owned()))
+}
+
 fn forget_port(workspace: &str, port: &MessagePort) {
     STATE.with_borrow_mut(|s| {
         if s.ports.get(workspace).is_some_and(|p| p == port) {
             s.ports.remove(workspace);
+            s.owners.remove(workspace);
         }
     });
     port.close();
