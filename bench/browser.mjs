@@ -488,7 +488,7 @@ const EXPLORER_ROW = ".explorer-folders-view .monaco-list-row";
 async function twoLoads(page, url) {
   const load = async () => {
     const started = Date.now();
-    await page.goto(url);
+    await page.goto(url, { timeout: LOAD_TIMEOUT_MS });
     await page.locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
     return Date.now() - started;
   };

@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use burrow_proto::http_cache::{self, MAX_STORED_BODY, RECEIVED_AT};
@@ -165,8 +166,14 @@ impl Stored {
     }
 }
 
-/// Stores `response` (received at `now_ms`) for `request` while the page reads it, and
-/// returns what the page gets. A body over [`MAX_STORED_BODY`] is passed on and not stored.
+/// Stores `response` (received at `now_ms`) for `request` as the page reads it, and returns
+/// what the page gets. A body over [`MAX_STORED_BODY`] is passed on and not stored, and so
+/// is one the page does not read to its end.
+///
+/// The body is not teed: a second reader would drain the window's stream as fast as it can
+/// and so take the page's backpressure away from the tunnel, and the agent's faster bursts
+/// then lose more datagrams on their way into Chrome (bench/findings.md). Here the page's
+/// reads alone pull the body, and the cache keeps a reference to each chunk they pass.
 pub(crate) fn store(
     cache: &Cache,
     request: &Request,
@@ -187,41 +194,48 @@ pub(crate) fn store(
         put(cache, request, stored, storing);
         return Ok(response);
     };
-    let (served, kept) = tee(&body)?;
-    let page = rebuilt(&response, &headers, Some(&served), None)?;
+    // Collected as the browser's own chunks and joined in a Blob at the end: no copy into
+    // this module's memory, which would keep the largest body's size for good.
+    let kept = Rc::new(RefCell::new(Some(Array::new())));
+    let mut len = 0u64;
+    let seen = kept.clone();
+    let passed = wasm_streams::ReadableStream::from_raw(body.unchecked_into())
+        .into_stream()
+        .map(move |chunk| {
+            match &chunk {
+                Ok(bytes) => {
+                    len += u64::from(bytes.unchecked_ref::<Uint8Array>().length());
+                    let mut kept = seen.borrow_mut();
+                    if len > MAX_STORED_BODY {
+                        *kept = None;
+                    } else if let Some(chunks) = kept.as_ref() {
+                        chunks.push(bytes);
+                    }
+                }
+                Err(_) => *seen.borrow_mut() = None,
+            }
+            Some(chunk)
+        });
+    let page_init = init(&response, &headers, None)?;
+    let stored_init = init(&response, &headers, Some(now_ms))?;
     let cache = cache.clone();
     // The same JS object (a GET has no body to consume), not `Request.clone()`.
     let request = Clone::clone(request);
-    spawn_local(async move {
-        // Collected as the browser's own chunks and joined in a Blob: no copy into this
-        // module's memory, which would keep the largest body's size for good.
-        let chunks = Array::new();
-        let mut len = 0u64;
-        let mut stream =
-            wasm_streams::ReadableStream::from_raw(kept.unchecked_into()).into_stream();
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                // The page's read failed the same way; nothing to keep.
-                return;
-            };
-            len += u64::from(chunk.unchecked_ref::<Uint8Array>().length());
-            if len > MAX_STORED_BODY {
-                // Cancelled, so the tee stops queueing this branch's copy of the rest.
-                let _ = stream.cancel().await;
-                return;
-            }
-            chunks.push(&chunk);
-        }
-        let stored = Blob::new_with_u8_array_sequence(&chunks).and_then(|blob| {
-            let init = init(&response, &headers, Some(now_ms))?;
-            Response::new_with_opt_blob_and_init(Some(&blob), &init)
-        });
+    let end = futures_util::stream::once(async move {
+        // Reached only when the page read the body to its end without an error.
+        let chunks = kept.borrow_mut().take()?;
+        let stored = Blob::new_with_u8_array_sequence(&chunks)
+            .and_then(|blob| Response::new_with_opt_blob_and_init(Some(&blob), &stored_init));
         match stored {
             Ok(stored) => put(&cache, &request, stored, storing),
             Err(e) => warn("could not store a response", &e),
         }
+        None
     });
-    Ok(page)
+    let page_body =
+        wasm_streams::ReadableStream::from_stream(passed.chain(end).filter_map(future::ready))
+            .into_raw();
+    Response::new_with_opt_readable_stream_and_init(Some(page_body.unchecked_ref()), &page_init)
 }
 
 /// Removes what is stored for `request`, in the background.
