@@ -484,7 +484,8 @@ async function smallGroups() {
 const EXPLORER_ROW = ".explorer-folders-view .monaco-list-row";
 
 /** ms from navigating `page` to `url` until the explorer lists hello.txt, twice: the first
- *  load, then (after about:blank) the second with the caches warm. Returns [first, second]. */
+ *  load, then (after about:blank) the second, with whatever the first left in the browser's
+ *  caches. Returns [first, second]. */
 async function twoLoads(page, url) {
   const load = async () => {
     const started = Date.now();
@@ -509,8 +510,7 @@ async function loadDirect() {
 
 /** Through the tunnel in the dashboard's app view (fresh context, tunnel already connected):
  *  ms from pressing the app's button until the explorer lists hello.txt; then the frame is
- *  emptied and the button pressed again: the second load, with the service worker's cache
- *  warm. Returns [first, second]. */
+ *  emptied and the button pressed again: the second load. Returns [first, second]. */
 async function loadAppView() {
   const { context, page } = await newDashboard();
   try {

@@ -32,7 +32,6 @@ struct Cli {
 enum Command {
     /// Measure and write `<results-dir>/native.json`.
     Run(scenario::Options),
-    /// Merge `<results-dir>/*.json` into a Markdown report and an SVG plot.
     /// Runs one measurement alone and prints it, writing no results: for trying a change to
     /// one figure without the whole suite.
     Probe {
@@ -41,6 +40,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Merge `<results-dir>/*.json` into a Markdown report and an SVG plot.
     Render {
         /// The Markdown report.
         #[arg(long, default_value = "BENCHMARKS.md")]
@@ -65,13 +65,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(options) => {
-            if std::env::var_os("BURROW_BIN_DIR").is_none() {
-                // Built into the same target directory as Burrow's binaries.
-                let exe = std::env::current_exe().context("locating burrow-bench")?;
-                if let Some(dir) = exe.parent() {
-                    rerun_with_bin_dir(dir);
-                }
-            }
+            ensure_bin_dir()?;
             let results = scenario::run(&options)?;
             std::fs::create_dir_all(&cli.results_dir)
                 .with_context(|| format!("creating {}", cli.results_dir.display()))?;
@@ -82,12 +76,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Probe { what, repeat } => {
-            if std::env::var_os("BURROW_BIN_DIR").is_none() {
-                let exe = std::env::current_exe().context("locating burrow-bench")?;
-                if let Some(dir) = exe.parent() {
-                    rerun_with_bin_dir(dir);
-                }
-            }
+            ensure_bin_dir()?;
             match what {
                 Probe::AgentMemory => scenario::probe_agent_memory(repeat),
             }
@@ -111,6 +100,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Without `BURROW_BIN_DIR`, runs this command again with it set to this executable's
+/// directory: burrow-bench is built into the same target directory as Burrow's binaries.
+fn ensure_bin_dir() -> anyhow::Result<()> {
+    if std::env::var_os("BURROW_BIN_DIR").is_none() {
+        let exe = std::env::current_exe().context("locating burrow-bench")?;
+        if let Some(dir) = exe.parent() {
+            rerun_with_bin_dir(dir);
+        }
+    }
+    Ok(())
 }
 
 fn rerun_with_bin_dir(dir: &std::path::Path) {
