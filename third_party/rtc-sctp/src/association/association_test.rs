@@ -1633,3 +1633,7 @@ fn test_reconfig_backoff_must_double_once() -> Result<()> {
 
 #[path = "message_selection_test.rs"]
 mod message_selection_test;
+
+// Burrow patch: tests of Burrow's changes (BURROW.md).
+#[path = "burrow_patch_test.rs"]
+mod burrow_patch_test;

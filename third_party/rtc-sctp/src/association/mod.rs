@@ -1473,7 +1473,18 @@ impl Association {
             self.rwnd = d.advertised_receiver_window_credit - bytes_outstanding;
         }
 
-        self.process_fast_retransmission(d.cumulative_tsn_ack, htna, cum_tsn_ack_point_advanced)?;
+        // Burrow patch: the end of the last Gap Ack Block bounds the TSNs this SACK reports
+        // missing (see process_fast_retransmission).
+        let highest_reported = d
+            .gap_ack_blocks
+            .last()
+            .map(|gap| d.cumulative_tsn_ack.wrapping_add(u32::from(gap.end)));
+        self.process_fast_retransmission(
+            d.cumulative_tsn_ack,
+            htna,
+            highest_reported,
+            cum_tsn_ack_point_advanced,
+        )?;
 
         if self.use_forward_tsn {
             // RFC 3758 Sec 3.5 C1
@@ -1944,6 +1955,7 @@ impl Association {
         &mut self,
         cum_tsn_ack_point: u32,
         htna: u32,
+        highest_reported: Option<u32>,
         cum_tsn_ack_point_advanced: bool,
     ) -> Result<()> {
         // HTNA algorithm - RFC 4960 Sec 7.2.4
@@ -1960,8 +1972,21 @@ impl Association {
                 // a) increment only for missing TSNs prior to the HTNA
                 htna
             } else {
-                // b) increment for all TSNs reported missing
-                cum_tsn_ack_point.wrapping_add(self.inflight_queue.len() as u32 + 1)
+                // b) increment for all TSNs reported missing: those in the gaps below the
+                //    end of the last Gap Ack Block; a SACK without one reports none.
+                //
+                // Burrow patch: 0.21.1 counted every outstanding TSN here, including those
+                // still in flight beyond the last Gap Ack Block. After three such SACKs in
+                // one fast recovery every chunk in flight had its miss indicator at 3,
+                // which is also its cap; one of them lost after the recovery ended could
+                // then never reach 3 again, never entered fast retransmit, and waited for
+                // T3-rtx (1 s or more) instead. Towards a browser, whose 64 KiB socket
+                // buffer drops datagrams under bursts, that stalled a transfer about once
+                // every 30 MB. pion/sctp fixed the same rule in its PR #353.
+                match highest_reported {
+                    Some(end) => end.wrapping_add(1),
+                    None => cum_tsn_ack_point.wrapping_add(1),
+                }
             };
 
             let mut tsn = cum_tsn_ack_point.wrapping_add(1);
@@ -1988,6 +2013,22 @@ impl Association {
                                 self.inflight_queue.get_num_bytes()
                             );
                         }
+                    }
+                    // Burrow patch: a chunk marked for fast retransmit (three miss
+                    // indications) that has not been retransmitted yet is retransmitted on
+                    // this SACK. 0.21.1 retransmitted marked chunks only when fast recovery
+                    // began or, during it, when the cumulative ack advanced, one packet at a
+                    // time from the lowest TSN. A chunk marked during a recovery that ended
+                    // before its turn (the cumulative ack jumped past the exit point) was
+                    // orphaned: its miss indicator stays at its cap of 3, so it never
+                    // started a recovery of its own and waited for T3-rtx. RFC 9260 6.1 C
+                    // has marked chunks sent before new data.
+                    if self
+                        .inflight_queue
+                        .get(tsn)
+                        .is_some_and(ChunkPayloadData::is_fast_retransmit_candidate)
+                    {
+                        self.will_retransmit_fast = true;
                     }
                 } else {
                     return Err(Error::ErrTsnRequestNotExist);
