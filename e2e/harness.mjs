@@ -142,6 +142,10 @@ export function patternChunk(seed, len) {
  */
 export async function startTestApp() {
   const gates = new Map();
+  // Requests the /cache/* routes saw, by route and answer ("fresh 200", "fresh 304", ...),
+  // for the tests of the service worker's HTTP cache.
+  const hits = new Map();
+  const hit = (what) => hits.set(what, (hits.get(what) || 0) + 1);
   const chunk = patternChunk(7, 1024 * 1024);
   const digests = new Map();
   const expectedDigest = (mib) => {
@@ -187,6 +191,28 @@ export async function startTestApp() {
     } else if (url.pathname === "/gzip") {
       res.writeHead(200, { "content-type": "text/plain", "content-encoding": "gzip" });
       res.end(zlib.gzipSync(Buffer.from("decoded by the tunnel ".repeat(100))));
+    } else if (url.pathname.startsWith("/cache/")) {
+      const route = url.pathname.slice("/cache/".length);
+      const policy = {
+        fresh: { "cache-control": "max-age=600", etag: '"fresh-1"' },
+        revalidate: { "cache-control": "no-cache", etag: '"revalidate-1"' },
+        "no-store": { "cache-control": "no-store" },
+        gzip: { "cache-control": "max-age=600", etag: '"gzip-1"', "content-encoding": "gzip" },
+      }[route];
+      if (route === "moved") {
+        hit("moved 302");
+        res.writeHead(302, { location: "/cache/fresh" }).end();
+      } else if (!policy) {
+        res.writeHead(404).end("no such cache route");
+      } else if (policy.etag && req.headers["if-none-match"] === policy.etag) {
+        hit(`${route} 304`);
+        res.writeHead(304, { "cache-control": policy["cache-control"], etag: policy.etag }).end();
+      } else {
+        hit(`${route} 200`);
+        const body = `${route} body `.repeat(200);
+        res.writeHead(200, { "content-type": "text/plain", ...policy });
+        res.end(policy["content-encoding"] ? zlib.gzipSync(Buffer.from(body)) : body);
+      }
     } else if (url.pathname === "/redirect") {
       res.writeHead(302, { location: "/small" }).end();
     } else if (url.pathname === "/cookie") {
@@ -201,7 +227,7 @@ export async function startTestApp() {
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   servers.push(server);
-  return { port: server.address().port, expectedDigest };
+  return { port: server.address().port, expectedDigest, hits };
 }
 
 /** Resolves when `stream` can take more, or has closed (so a writer never waits forever). */

@@ -238,6 +238,72 @@ async function main() {
     }
   });
 
+  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store and redirected answers not stored, nothing served once the dashboard closed", async () => {
+    const { context, page } = await newDashboard();
+    try {
+      await openApp(page, stack.app.port);
+      const f = await appFrame(page, stack.app.port);
+      await f.locator("#hello").waitFor({ timeout: 60000 });
+      stack.app.hits.clear();
+      const r = await f.evaluate(async () => {
+        const get = async (path, init) => {
+          const res = await fetch(path, init);
+          return { status: res.status, body: await res.text(), internal: res.headers.get("x-burrow-received-at") };
+        };
+        const out = {};
+        for (const route of ["fresh", "revalidate", "no-store", "gzip"]) {
+          out[route] = [await get(`cache/${route}`), await get(`cache/${route}`)];
+        }
+        out.noCacheMode = await get("cache/fresh", { cache: "no-cache" });
+        out.reload = await get("cache/fresh", { cache: "reload" });
+        out.afterReload = await get("cache/fresh");
+        out.noStoreMode = await get("cache/fresh", { cache: "no-store" });
+        out.moved = [await get("cache/moved"), await get("cache/moved")];
+        return out;
+      });
+      const hits = Object.fromEntries(stack.app.hits);
+      log("cache results", JSON.stringify(hits));
+      const body = (route) => `${route} body `.repeat(200);
+      for (const route of ["fresh", "revalidate", "no-store", "gzip"]) {
+        for (const [i, got] of r[route].entries()) {
+          assert(got.status === 200 && got.body === body(route), `${route} #${i + 1}: 200 with the app's body (got ${got.status}, ${got.body.length} chars)`);
+          assert(got.internal === null, `${route} #${i + 1}: the cache's own header is not shown to the page`);
+        }
+      }
+      for (const k of ["noCacheMode", "reload", "afterReload", "noStoreMode"]) {
+        assert(r[k].status === 200 && r[k].body === body("fresh"), `${k}: 200 with the app's body`);
+      }
+      // fresh: stored by the first fetch, served to the second and (after the reload stored it
+      // again) to the one after; no-cache asked with If-None-Match; reload and no-store fetched anew.
+      // (The two redirected fetches below add two more.)
+      assert(hits["fresh 200"] === 5, `fresh: 3 full answers (first, reload, no-store) and 2 through the redirect, got ${hits["fresh 200"]}`);
+      assert(hits["fresh 304"] === 1, `fresh: 1 revalidation (cache: no-cache), got ${hits["fresh 304"]}`);
+      assert(hits["revalidate 200"] === 1 && hits["revalidate 304"] === 1, "no-cache: stored, then revalidated with a 304");
+      assert(hits["no-store 200"] === 2, "no-store: asked both times");
+      for (const got of r.moved) assert(got.status === 200 && got.body === body("fresh"), "a redirect is followed to its target");
+      // The window follows the temporary redirect itself and fetches its target from the app.
+      assert(hits["moved 302"] === 2 && hits["fresh 200"] === 5, `a temporary redirect's final answer is not stored under the redirecting URL (${hits["moved 302"]} redirects, ${hits["fresh 200"]} fresh answers)`);
+      assert(hits["gzip 200"] === 1, "a gzip body of unknown decoded length: stored decoded, served from the cache");
+
+      // A tab of its own gets the stored answer while the dashboard is open, and a 503 once
+      // it has closed: cached content is reachable no longer than live content.
+      const tab = await context.newPage();
+      const url = `${stack.url}/@dev/apps/${stack.app.port}/cache/fresh`;
+      const served = await tab.goto(url);
+      assert(served.status() === 200 && (await served.text()) === body("fresh"), `a stored answer in another tab (got ${served.status()})`);
+      assert(stack.app.hits.get("fresh 200") === 5, "that answer came from the cache");
+      await page.close();
+      // By way of another page, so this is a plain navigation (the same URL again would be
+      // a reload, which revalidates and so asks the window anyway).
+      await tab.goto("about:blank");
+      const refused = await tab.goto(url);
+      assert(refused.status() === 503, `with the dashboard closed, the cached URL gets the 503 page (got ${refused.status()})`);
+      assert(stack.app.hits.get("fresh 200") === 5, "and nothing reached the app");
+    } finally {
+      await context.close();
+    }
+  });
+
   await test("code-server through the tunnel (direct): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: false }));
   await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: true }));
 

@@ -26,11 +26,17 @@
 //! live port asks its window clients again. A request no window answers gets a 503 page
 //! within seconds, never a hang.
 //!
+//! GET responses the app allows to be reused are kept in Cache Storage and served from
+//! there while fresh (revalidated with the app when stale), as the browser's HTTP cache does
+//! for the app reached directly; the decisions are `burrow_proto::http_cache`'s.
+//!
 //! The JavaScript bootstrap (`web/burrow-sw.js`) only registers the event listeners (they
 //! must be registered synchronously) and calls [`handle_fetch`] and [`handle_message`].
 
 pub mod scope;
 
+#[cfg(target_arch = "wasm32")]
+mod cache;
 #[cfg(target_arch = "wasm32")]
 mod sw;
 

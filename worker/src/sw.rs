@@ -17,6 +17,9 @@ use web_sys::{
     ResponseInit, ServiceWorkerGlobalScope, Url,
 };
 
+use burrow_proto::http_cache::{self, FetchCacheMode, Lookup};
+
+use crate::cache;
 use crate::scope::{AppTarget, HtmlInjector, WS_SHIM_PATH, parse_app_path, rewrite_location};
 
 /// How long a window gets to hand over a port for a workspace.
@@ -40,6 +43,8 @@ thread_local! {
 struct State {
     /// The live port of each workspace's owning window.
     ports: HashMap<String, MessagePort>,
+    /// The client id of the window each port came from, to tell whether it is still open.
+    owners: HashMap<String, String>,
     /// Requests waiting for a workspace's port.
     waiters: HashMap<String, Vec<oneshot::Sender<MessagePort>>>,
 }
@@ -101,7 +106,11 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     };
     match get_str(&data, "burrow").as_deref() {
         Some("port") => {
-            adopt_port(workspace, port);
+            let owner = event
+                .source()
+                .and_then(|source| source.dyn_into::<Client>().ok())
+                .map(|client| client.id());
+            adopt_port(workspace, port, owner);
             Promise::resolve(&JsValue::UNDEFINED)
         }
         Some("ws-port") => future_to_promise(async move {
@@ -118,7 +127,7 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     }
 }
 
-fn adopt_port(workspace: String, port: MessagePort) {
+fn adopt_port(workspace: String, port: MessagePort, owner: Option<String>) {
     STATE.with_borrow_mut(|s| {
         // The first window to answer wins; later answers are closed so that window's
         // side does not wait on a port nobody uses.
@@ -127,6 +136,10 @@ fn adopt_port(workspace: String, port: MessagePort) {
             return;
         }
         s.ports.insert(workspace.clone(), port.clone());
+        match owner {
+            Some(owner) => s.owners.insert(workspace.clone(), owner),
+            None => s.owners.remove(&workspace),
+        };
         for waiter in s.waiters.remove(&workspace).unwrap_or_default() {
             let _ = waiter.send(port.clone());
         }
@@ -156,11 +169,96 @@ async fn respond(request: Request) -> Response {
     if navigate && target.missing_slash {
         return redirect(&format!("{}/{}", target.prefix(), page.search()));
     }
-    match forward(&request, &target, navigate, &page.host()).await {
+    match forward_cached(&request, &target, navigate, &page.host()).await {
         Ok(r) => r,
         Err(e @ SwError::NoWindow(_)) => error_page(503, &e.to_string()),
         Err(e) => error_page(502, &e.to_string()),
     }
+}
+
+/// [`forward`], through the HTTP cache (see [`crate::cache`]) where the request allows.
+///
+/// A stored response is served only while a dashboard window that may reach the workspace is
+/// open (see [`live_workspace_port`]): without one the page gets the same 503 as for anything
+/// else, so closing the dashboard ends access to an app's cached content as it ends live
+/// access.
+async fn forward_cached(
+    request: &Request,
+    target: &AppTarget,
+    navigate: bool,
+    page_host: &str,
+) -> Result<Response, SwError> {
+    let method = http::Method::from_bytes(request.method().as_bytes())
+        .map_err(|_| SwError::Js("a request method the http crate refuses".into()))?;
+    let mode = FetchCacheMode::from_fetch(&get_str(request, "cache").unwrap_or_default());
+    let asked = cache::header_map(&request.headers());
+    if !http_cache::request_uses_cache(&method, &asked, mode) {
+        return Ok(forward(request, target, navigate, page_host, None)
+            .await?
+            .response);
+    }
+    let Some(store) = cache::open(&scope()?).await else {
+        return Ok(forward(request, target, navigate, page_host, None)
+            .await?
+            .response);
+    };
+    let found = cache::find(&store, request).await;
+    let had_stored = found.is_some();
+    let (stored, conditional) = match found {
+        Some(s) => {
+            live_workspace_port(&target.workspace).await?;
+            match http_cache::lookup(mode, &asked, &s.headers, s.received_ms, now_ms()) {
+                Lookup::Use => return Ok(s.serve()?),
+                Lookup::Revalidate(headers) => (Some(s), Some(headers)),
+                Lookup::Fetch => (None, None),
+            }
+        }
+        None if mode == FetchCacheMode::OnlyIfCached => {
+            return Ok(error_page(
+                504,
+                "not in the cache, and the request was only-if-cached",
+            ));
+        }
+        None => (None, None),
+    };
+    let Forwarded {
+        response,
+        redirected,
+    } = forward(request, target, navigate, page_host, conditional.as_ref()).await?;
+    let now = now_ms();
+    let headers = cache::header_map(&response.headers());
+    let status =
+        http::StatusCode::from_u16(response.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    match stored {
+        // Only a revalidation of what is stored asked a question a 304 answers.
+        Some(s) if status == http::StatusCode::NOT_MODIFIED => {
+            Ok(s.freshen(&store, request, &headers, now)?)
+        }
+        // A followed redirect's final answer is not this URL's: the redirect may have been
+        // temporary, and reusing it is the redirect's own freshness to decide.
+        _ if !redirected && http_cache::storable(status, &headers, now) => {
+            Ok(cache::store(&store, request, response, now)?)
+        }
+        _ => {
+            if had_stored {
+                // What is stored was not used and is not replaced: it is stale, and the
+                // app's latest answer says it may not be reused.
+                cache::remove(&store, request);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// The app's answer to a forwarded request.
+struct Forwarded {
+    response: Response,
+    /// The window followed a redirect to get it.
+    redirected: bool,
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
 }
 
 async fn forward(
@@ -168,7 +266,8 @@ async fn forward(
     target: &AppTarget,
     navigate: bool,
     page_host: &str,
-) -> Result<Response, SwError> {
+    conditional: Option<&http::HeaderMap>,
+) -> Result<Forwarded, SwError> {
     let method = request.method();
     let body = if method == "GET" || method == "HEAD" {
         JsValue::NULL
@@ -181,6 +280,12 @@ async fn forward(
     if let Some(entries) = js_sys::try_iter(&request.headers())? {
         for entry in entries {
             headers.push(&entry?);
+        }
+    }
+    // The cache's revalidation: the request had no conditional headers of its own.
+    for (name, value) in conditional.into_iter().flatten() {
+        if let Ok(value) = value.to_str() {
+            headers.push(&Array::of2(&name.as_str().into(), &value.into()));
         }
     }
     let redirect = if navigate {
@@ -208,7 +313,13 @@ async fn forward(
     for _ in 0..2 {
         let port = workspace_port(&target.workspace).await?;
         match exchange(&port, &msg).await {
-            Ok(reply) => return build_response(&reply, target, &method, page_host),
+            Ok(reply) => {
+                return Ok(Forwarded {
+                    response: build_response(&reply, target, &method, page_host)?,
+                    redirected: Reflect::get(&reply, &"redirected".into())
+                        .is_ok_and(|v| v.is_truthy()),
+                });
+            }
             Err(SwError::NoAck) => forget_port(&target.workspace, &port),
             // The window died after accepting: safe to ask another window only when
             // repeating the request cannot repeat its effect.
@@ -263,10 +374,31 @@ async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
     }
 }
 
+/// [`workspace_port`], checked against the window that handed the port over. A cached port
+/// of a closed window goes unnoticed until a request through it gets no answer, and a
+/// request answered from the cache sends none: without this look, cached content would stay
+/// reachable after the dashboard closed.
+async fn live_workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
+    for _ in 0..2 {
+        let port = workspace_port(workspace).await?;
+        let Some(owner) = STATE.with_borrow(|s| s.owners.get(workspace).cloned()) else {
+            // Only a port whose message had no window as its source; nothing to look at.
+            return Ok(port);
+        };
+        let client = JsFuture::from(scope()?.clients().get(&owner)).await?;
+        if client.is_object() {
+            return Ok(port);
+        }
+        forget_port(workspace, &port);
+    }
+    Err(SwError::NoWindow(workspace.to_owned()))
+}
+
 fn forget_port(workspace: &str, port: &MessagePort) {
     STATE.with_borrow_mut(|s| {
         if s.ports.get(workspace).is_some_and(|p| p == port) {
             s.ports.remove(workspace);
+            s.owners.remove(workspace);
         }
     });
     port.close();

@@ -13,7 +13,8 @@
 //! - [`http1`] and [`websocket`]: the HTTP/1.1 and WebSocket (RFC 6455) client codecs the
 //!   browser client speaks to workspace apps over tunnelled streams; [`cookies`] and
 //!   [`redirect`] hold the rest of its HTTP client's logic (a cookie jar per app,
-//!   following redirects as `fetch` does).
+//!   following redirects as `fetch` does), and [`http_cache`] the decisions of the service
+//!   worker's HTTP cache (RFC 9111).
 //!
 //! Time comes in as arguments (milliseconds from a clock the caller owns) and bytes come
 //! in and go out as buffers: the caller moves them between sockets or browser APIs.
@@ -21,6 +22,7 @@
 pub mod cookies;
 pub mod frame;
 pub mod http1;
+pub mod http_cache;
 pub mod redirect;
 pub mod signal;
 pub mod speedtest;
