@@ -320,9 +320,21 @@ async function main() {
       // where a burst lost in Chrome's small UDP receive buffer can stall the transfer for
       // seconds of SCTP retransmission timeouts (bench/findings.md); this test is about the
       // WebSockets, and a slow load is measured by the benchmark.
+      // What a slow load waited for, so that a slow run in CI says so.
+      const begun = new Map();
+      const took = [];
+      tab.on("request", (r) => begun.set(r, Date.now()));
+      const ended = (r) => begun.has(r) && took.push([Date.now() - begun.get(r), r.url().replace(stack.url, "")]);
+      tab.on("requestfinished", ended);
+      tab.on("requestfailed", ended);
       const started = Date.now();
       await tab.goto(`${stack.url}/@dev/apps/${stack.codeServerPort}/`, { timeout: 120000 });
-      log(`the tab's load event after ${Date.now() - started} ms`);
+      const loadMs = Date.now() - started;
+      log(`the tab's load event after ${loadMs} ms`);
+      if (loadMs > 10000) {
+        const slowest = took.sort((a, b) => b[0] - a[0]).slice(0, 5).map(([ms, u]) => `${ms} ms ${u}`);
+        log(`slowest of its ${took.length} requests: ${slowest.join("; ")}`);
+      }
       await tab.locator(".monaco-workbench").waitFor({ timeout: 120000 });
       await tab.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" }).waitFor({ timeout: 120000 });
       assert(await tab.evaluate(() => window.WebSocket.__burrow === true && window.top === window), "a top-level page with the tunnelled WebSocket");
