@@ -29,7 +29,7 @@ step "unit, integration and end-to-end tests"
 cargo test --workspace --locked -- --test-threads=2
 
 step "tests of the patched webrtc-rs SCTP (third_party/rtc-sctp/BURROW.md), its own and Burrow's"
-CARGO_TARGET_DIR="$PWD/target/third_party" cargo test --manifest-path third_party/rtc-sctp/Cargo.toml \
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/third_party" cargo test --manifest-path third_party/rtc-sctp/Cargo.toml \
     --locked --lib
 
 step "browser suites (headless Chromium against burrowd, an agent and burrow-testbed)"
