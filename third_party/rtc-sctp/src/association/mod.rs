@@ -1981,8 +1981,8 @@ impl Association {
                 // which is also its cap; one of them lost after the recovery ended could
                 // then never reach 3 again, never entered fast retransmit, and waited for
                 // T3-rtx (1 s or more) instead. Towards a browser, whose 64 KiB socket
-                // buffer drops datagrams under bursts, that stalled a transfer about once
-                // every 30 MB. pion/sctp fixed the same rule in its PR #353.
+                // buffer drops datagrams under bursts, that stalled a transfer once every
+                // 30 to 130 MB. pion/sctp fixed the same rule in its PR #353.
                 match highest_reported {
                     Some(end) => end.wrapping_add(1),
                     None => cum_tsn_ack_point.wrapping_add(1),

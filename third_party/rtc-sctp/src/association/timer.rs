@@ -170,7 +170,7 @@ impl TimerTable {
 const RTO_INITIAL: u64 = 1000; // msec
 // Burrow patch: 400 ms, as Chrome's own SCTP (dcsctp) uses, where 0.21.1 had RFC 9260's
 // 1 s. Every DATA chunk whose fast retransmission is lost too is recovered by T3-rtx alone,
-// and towards a browser on a fast path that happened about once every 100 MB: a transfer
+// and towards a browser on a fast path that happened once every few hundred MB: a transfer
 // then stood still for this long, plus about 200 ms of the browser's delayed SACK for the
 // single packet that cwnd allows after a timeout. The floor must stay above that delayed
 // SACK (200 ms in browsers), or a lone packet in flight would time out before its SACK
