@@ -17,54 +17,16 @@ import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { chromiumArgs, chromiumPath, log, startByteSource, startStack, stopAll, targetDir } from "../e2e/harness.mjs";
+import { dialTransfer } from "./dial.mjs";
 
 const RUNS = Number(process.env.PROBE_RUNS || 6);
 const MIB = Number(process.env.PROBE_MIB || 256);
 const DIRS = (process.env.PROBE_DIRS || "down,up").split(",");
-const TRANSFER_TIMEOUT_MS = 180_000;
 
 /** The kernel's count of UDP datagrams dropped for a full receive buffer. */
 function udpReceiveDrops() {
   const [names, values] = fs.readFileSync("/proc/net/snmp", "utf8").split("\n").filter((l) => l.startsWith("Udp:"));
   return Number(values.split(/\s+/)[names.split(/\s+/).indexOf("RcvbufErrors")]);
-}
-
-/** In the dashboard page: `mib` MiB through `tunnel.dial` to the byte source. */
-function transfer(page, port, mib, dir) {
-  return page.evaluate(async ({ port, mib, dir, timeoutMs }) => {
-    const t = await window.__burrowHost.tunnel("dev");
-    const s = await t.dial(port);
-    const timer = setTimeout(() => s.free(), timeoutMs);
-    const started = performance.now();
-    const pauses = [];
-    try {
-      let bytes = 0;
-      if (dir === "down") {
-        await s.write(new TextEncoder().encode(`down ${mib}\n`));
-        let last = started;
-        for (let b; (b = await s.read()) !== undefined;) {
-          bytes += b.byteLength;
-          const now = performance.now();
-          if (now - last > 200) pauses.push(Math.round(now - last));
-          last = now;
-        }
-      } else {
-        const chunk = new Uint8Array(1024 * 1024).fill(0x5a);
-        await s.write(new TextEncoder().encode(`up ${mib}\n`));
-        for (let i = 0; i < mib; i++) await s.write(chunk);
-        s.closeWrite();
-        let answer = "";
-        for (let b; (b = await s.read()) !== undefined;) answer += new TextDecoder().decode(b);
-        const m = /^ok (\d+)/.exec(answer);
-        if (!m) throw new Error(`the byte source answered ${JSON.stringify(answer)}`);
-        bytes = Number(m[1]);
-      }
-      return { bytes, ms: performance.now() - started, pauses };
-    } finally {
-      clearTimeout(timer);
-      s.free();
-    }
-  }, { port, mib, dir, timeoutMs: TRANSFER_TIMEOUT_MS });
 }
 
 let failed = false;
@@ -83,7 +45,7 @@ try {
   for (let i = 0; i < RUNS; i++) {
     for (const dir of DIRS) {
       const before = udpReceiveDrops();
-      const r = await transfer(page, source.port, MIB, dir);
+      const r = await dialTransfer(page, source.port, MIB, dir);
       if (r.bytes !== MIB * 1024 * 1024) throw new Error(`${dir}: ${r.bytes} bytes, expected ${MIB * 1024 * 1024}`);
       const pauses = r.pauses.length ? r.pauses.join(", ") : "none";
       log(`${dir} ${i + 1}/${RUNS}: ${(r.bytes / 1e6 / (r.ms / 1000)).toFixed(1)} MB/s, ${udpReceiveDrops() - before} datagrams dropped, pauses over 200 ms: ${pauses}`);

@@ -24,6 +24,7 @@ import { chromium } from "playwright-core";
 import {
   chromiumArgs, chromiumPath, log, root, run, startByteSource, startStack, stopAll, tail, targetDir, toolsDir, waitFor,
 } from "../e2e/harness.mjs";
+import { dialTransfer } from "./dial.mjs";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS || 3);
@@ -208,43 +209,10 @@ async function dataChannelCeiling(page, { mib, message, high, low }) {
 }
 
 /** `tunnel.dial` to the byte source: `mib` MiB agent → page, read to EOF. */
-async function dialDownload(page, mib) {
-  return page.evaluate(async ({ port, mib }) => {
-    const t = await window.__burrowHost.tunnel("dev");
-    const s = await t.dial(port);
-    try {
-      const started = performance.now();
-      await s.write(new TextEncoder().encode(`down ${mib}\n`));
-      let n = 0;
-      for (let b; (b = await s.read()) !== undefined;) n += b.byteLength;
-      return { bytes: n, ms: performance.now() - started };
-    } finally {
-      s.free();
-    }
-  }, { port: source.port, mib });
-}
+const dialDownload = (page, mib) => dialTransfer(page, source.port, mib, "down");
 
 /** `tunnel.dial` to the byte source: `mib` MiB page → agent, until the service counted them. */
-async function dialUpload(page, mib) {
-  return page.evaluate(async ({ port, mib }) => {
-    const t = await window.__burrowHost.tunnel("dev");
-    const s = await t.dial(port);
-    try {
-      const chunk = new Uint8Array(1024 * 1024).fill(0x5a);
-      const started = performance.now();
-      await s.write(new TextEncoder().encode(`up ${mib}\n`));
-      for (let i = 0; i < mib; i++) await s.write(chunk);
-      s.closeWrite();
-      let answer = "";
-      for (let b; (b = await s.read()) !== undefined;) answer += new TextDecoder().decode(b);
-      const m = /^ok (\d+)/.exec(answer);
-      if (!m) throw new Error(`the byte source answered ${JSON.stringify(answer)}`);
-      return { bytes: Number(m[1]), ms: performance.now() - started };
-    } finally {
-      s.free();
-    }
-  }, { port: source.port, mib });
-}
+const dialUpload = (page, mib) => dialTransfer(page, source.port, mib, "up");
 
 /** `fetch` of the test app's /big in `frame` (an app page, or the app's own origin). */
 async function fetchDownload(frame, mib) {
