@@ -123,3 +123,39 @@ fn the_retransmission_timeout_floor_is_400_ms_above_a_browsers_200_ms_delayed_sa
     }
     assert!(rto.get_rto() > 400, "{}", rto.get_rto());
 }
+
+#[test]
+fn a_lost_fast_retransmission_is_sent_again_once_later_data_is_acknowledged_not_left_to_t3_rtx()
+-> Result<()> {
+    // 100 is lost; three SACKs reporting 101.. received fast-retransmit it at 1 ms.
+    let (mut a, now) = sent(40)?;
+    let at = |ms| now + Duration::from_millis(ms);
+    let mut retransmitted = vec![];
+    for last in [110, 120, 139] {
+        retransmitted.extend(answer(&mut a, &sack(99, &[(101, last)]), at(1))?);
+    }
+    assert_eq!(vec![100], retransmitted);
+    // Repeating what the peer had before the retransmission tells nothing of it.
+    assert!(answer(&mut a, &sack(99, &[(101, 139)]), at(2))?.is_empty());
+
+    // New DATA goes out after the retransmission, and the peer acknowledges it while 100 is
+    // still missing: the retransmission was lost too (the peer's socket buffer overflowed).
+    let ppi = PayloadProtocolIdentifier::Binary;
+    let mut stream = a.stream(1)?;
+    for _ in 0..10 {
+        stream.write_sctp(at(20), &Bytes::from(vec![0x42; 1024]), ppi)?;
+    }
+    let new: Vec<u32> = transmitted_data(&a.gather_outbound(at(20)).0)
+        .iter()
+        .map(|c| c.tsn)
+        .collect();
+    assert_eq!((140..150).collect::<Vec<_>>(), new);
+    assert_eq!(
+        vec![100],
+        answer(&mut a, &sack(99, &[(101, 149)]), at(30))?,
+        "100 must be retransmitted again now, not after the RTO"
+    );
+    // One retransmission per acknowledgment of later DATA: the same SACK again sends nothing.
+    assert!(answer(&mut a, &sack(99, &[(101, 149)]), at(31))?.is_empty());
+    Ok(())
+}

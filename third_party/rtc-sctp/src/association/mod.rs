@@ -232,6 +232,10 @@ pub struct Association {
     partial_bytes_acked: u32,
     pub(crate) in_fast_recovery: bool,
     fast_recover_exit_point: u32,
+    /// Burrow patch: the latest first transmission the peer has acknowledged. A chunk
+    /// retransmitted before it and still missing has lost its retransmission too (on a path
+    /// that keeps packets in order, past a reordering allowance).
+    latest_delivered_send: Option<Instant>,
 
     // Chunks stored for retransmission
     stored_init: Option<ChunkInit>,
@@ -327,6 +331,7 @@ impl Default for Association {
             partial_bytes_acked: 0,
             in_fast_recovery: false,
             fast_recover_exit_point: 0,
+            latest_delivered_send: None,
 
             // Chunks stored for retransmission
             stored_init: None,
@@ -1485,6 +1490,9 @@ impl Association {
             highest_reported,
             cum_tsn_ack_point_advanced,
         )?;
+        if let Some(end) = highest_reported {
+            self.detect_lost_retransmissions(d.cumulative_tsn_ack, end);
+        }
 
         if self.use_forward_tsn {
             // RFC 3758 Sec 3.5 C1
@@ -1758,6 +1766,9 @@ impl Association {
             if let Some(mut c) = self.inflight_queue.pop(i) {
                 if c.acknowledge() {
                     newly_acked_data |= c.nsent > 0;
+                    if c.nsent == 1 {
+                        self.delivered(c.since);
+                    }
 
                     let n_bytes_acked = c.user_data.len() as i64;
                     total_bytes_acked += n_bytes_acked;
@@ -1824,6 +1835,9 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get(tsn) {
                     if newly_acknowledged {
                         newly_acked_data |= c.nsent > 0;
+                        if c.nsent == 1 && c.since > self.latest_delivered_send {
+                            self.latest_delivered_send = c.since;
+                        }
                         total_bytes_acked += n_bytes_acked;
                         if self.is_current_stream_data(c) {
                             *bytes_acked_per_stream
@@ -1948,6 +1962,45 @@ impl Association {
                     self.side, self.cwnd, self.ssthresh, total_bytes_acked
                 );
             }
+        }
+    }
+
+    /// Burrow patch: notes that DATA first sent at `since` has been acknowledged.
+    fn delivered(&mut self, since: Option<Instant>) {
+        if since > self.latest_delivered_send {
+            self.latest_delivered_send = since;
+        }
+    }
+
+    /// Burrow patch: marks the chunks between the cumulative ack and `end` (the last Gap
+    /// Ack Block's) whose retransmission is lost too, for one more fast retransmit.
+    ///
+    /// RFC 9260 leaves a lost fast retransmission to T3-rtx. When the peer drops datagrams
+    /// in bursts (a browser's 64 KiB socket buffer, on a fast path), a retransmission sent
+    /// during the burst is dropped as well, and each such loss stood the transfer still
+    /// for the RTO and the slow start after it. Like TCP's RACK (RFC 8985), a
+    /// retransmission is taken as lost once DATA first sent after it, plus a quarter of
+    /// the smoothed RTT for reordering, has been acknowledged. Each mark needs a new
+    /// acknowledgment of later DATA, so this cannot retransmit faster than the peer
+    /// acknowledges.
+    fn detect_lost_retransmissions(&mut self, cum_tsn_ack_point: u32, end: u32) {
+        let Some(delivered) = self.latest_delivered_send else {
+            return;
+        };
+        let reordering = Duration::from_millis(self.rto_mgr.srtt / 4);
+        let mut tsn = cum_tsn_ack_point.wrapping_add(1);
+        while sna32lte(tsn, end) {
+            if let Some(c) = self.inflight_queue.get_mut(tsn)
+                && c.is_outstanding()
+                && !c.lost_again
+                && c.retransmitted_at
+                    .is_some_and(|at| at + reordering < delivered)
+            {
+                c.lost_again = true;
+                self.will_retransmit_fast = true;
+                trace!("[{}] retransmission of tsn={} lost", self.side, tsn);
+            }
+            tsn = tsn.wrapping_add(1);
         }
     }
 
@@ -2518,6 +2571,7 @@ impl Association {
             for chunk in &mut to_fast_retrans {
                 if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                     c.nsent += 1;
+                    c.retransmitted(now);
                     chunk.nsent = c.nsent;
                     self.stats.inc_fast_retrans();
                     trace!(
@@ -2696,6 +2750,7 @@ impl Association {
             if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
                 c.retransmit = false;
                 c.nsent += 1;
+                c.retransmitted(now);
                 chunk.nsent = c.nsent;
                 trace!(
                     "[{}] retransmitting tsn={} ssn={} sent={}",

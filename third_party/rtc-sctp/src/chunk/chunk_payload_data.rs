@@ -176,6 +176,13 @@ pub struct ChunkPayloadData {
     /// Retransmission flag set when T1-RTX timeout occurred and this
     /// chunk is still in the inflight queue
     pub(crate) retransmit: bool,
+
+    /// Burrow patch: when this chunk was last retransmitted (fast or T3-rtx), to tell a
+    /// lost retransmission from one still on its way.
+    pub(crate) retransmitted_at: Option<Instant>,
+    /// Burrow patch: its last retransmission is lost too (DATA first sent after it has been
+    /// acknowledged while it is still missing): retransmit it again on the next SACK.
+    pub(crate) lost_again: bool,
 }
 
 impl Default for ChunkPayloadData {
@@ -200,6 +207,8 @@ impl Default for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
+            retransmitted_at: None,
+            lost_again: false,
         }
     }
 }
@@ -285,6 +294,8 @@ impl Chunk for ChunkPayloadData {
             nsent: 0,
             abandoned: false,
             retransmit: false,
+            retransmitted_at: None,
+            lost_again: false,
         })
     }
 
@@ -325,7 +336,14 @@ impl ChunkPayloadData {
     }
 
     pub(crate) fn is_fast_retransmit_candidate(&self) -> bool {
-        self.is_outstanding() && self.nsent == 1 && self.miss_indicator >= 3
+        // Burrow patch: or its retransmission was lost (see `lost_again`).
+        self.is_outstanding() && ((self.nsent == 1 && self.miss_indicator >= 3) || self.lost_again)
+    }
+
+    /// Burrow patch: records a retransmission sent at `now`.
+    pub(crate) fn retransmitted(&mut self, now: Instant) {
+        self.retransmitted_at = Some(now);
+        self.lost_again = false;
     }
 
     /// Record peer progress without changing payload ownership.
