@@ -61,6 +61,7 @@ pub struct TransportConfig {
     max_num_outbound_streams: u16,
     max_num_inbound_streams: u16,
     timer_config: TimerConfig,
+    max_probed_mtu: u32,
 }
 
 impl Default for TransportConfig {
@@ -72,9 +73,14 @@ impl Default for TransportConfig {
             max_num_outbound_streams: u16::MAX,
             max_num_inbound_streams: u16::MAX,
             timer_config: TimerConfig::default(),
+            max_probed_mtu: DEFAULT_MAX_PROBED_MTU,
         }
     }
 }
+
+/// Burrow patch (5): the largest packet path MTU discovery probes for by default. 16 000
+/// bytes keeps a packet within one DTLS record (at most 2^14 bytes of plaintext).
+pub const DEFAULT_MAX_PROBED_MTU: u32 = 16_000;
 
 impl TransportConfig {
     /// Sets the SCTP port. WebRTC always uses 5000.
@@ -94,6 +100,20 @@ impl TransportConfig {
     pub fn with_max_message_size(mut self, value: u32) -> Self {
         self.max_message_size = value;
         self
+    }
+
+    /// Burrow patch (5): sets the largest packet (bytes of SCTP, without the DTLS, UDP and IP
+    /// headers around it) that path MTU discovery probes for. Packets start at the MTU the
+    /// endpoint is configured with and grow once a probe of a larger size is answered; a
+    /// value at or below that MTU turns probing off.
+    pub fn with_max_probed_mtu(mut self, value: u32) -> Self {
+        self.max_probed_mtu = value;
+        self
+    }
+
+    /// Burrow patch (5): the largest packet path MTU discovery probes for.
+    pub fn max_probed_mtu(&self) -> u32 {
+        self.max_probed_mtu
     }
 
     /// Sets how many outbound streams to request during the handshake.

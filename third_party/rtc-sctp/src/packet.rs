@@ -6,6 +6,7 @@ use crate::chunk::chunk_error::ChunkError;
 use crate::chunk::chunk_forward_tsn::ChunkForwardTsn;
 use crate::chunk::chunk_header::*;
 use crate::chunk::chunk_heartbeat::ChunkHeartbeat;
+use crate::chunk::chunk_heartbeat_ack::ChunkHeartbeatAck;
 use crate::chunk::chunk_init::ChunkInit;
 use crate::chunk::chunk_payload_data::ChunkPayloadData;
 use crate::chunk::chunk_reconfig::ChunkReconfig;
@@ -152,6 +153,15 @@ impl PartialDecode {
                 CT_SHUTDOWN => Box::new(ChunkShutdown::unmarshal(&chunk_buf)?),
                 CT_SHUTDOWN_ACK => Box::new(ChunkShutdownAck::unmarshal(&chunk_buf)?),
                 CT_SHUTDOWN_COMPLETE => Box::new(ChunkShutdownComplete::unmarshal(&chunk_buf)?),
+                // Burrow patch (5): the answer to a path MTU probe.
+                CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(&chunk_buf)?),
+                // Burrow patch (5): RFC 9260 section 3.2 has a chunk of unknown type whose
+                // top bit is set skipped, not the packet dropped (PAD, in a peer's path MTU
+                // probes, is one). Reporting it when 0x40 is set too is left out.
+                _ if ct.0 & 0x80 != 0 => {
+                    offset += chunk_buf.len() + get_padding_size(chunk_buf.len());
+                    continue;
+                }
                 _ => return Err(Error::ErrUnmarshalUnknownChunkType),
             };
 
@@ -249,6 +259,15 @@ impl Packet {
                 CT_SHUTDOWN => Box::new(ChunkShutdown::unmarshal(&chunk_buf)?),
                 CT_SHUTDOWN_ACK => Box::new(ChunkShutdownAck::unmarshal(&chunk_buf)?),
                 CT_SHUTDOWN_COMPLETE => Box::new(ChunkShutdownComplete::unmarshal(&chunk_buf)?),
+                // Burrow patch (5): the answer to a path MTU probe.
+                CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(&chunk_buf)?),
+                // Burrow patch (5): RFC 9260 section 3.2 has a chunk of unknown type whose
+                // top bit is set skipped, not the packet dropped (PAD, in a peer's path MTU
+                // probes, is one). Reporting it when 0x40 is set too is left out.
+                _ if ct.0 & 0x80 != 0 => {
+                    offset += chunk_buf.len() + get_padding_size(chunk_buf.len());
+                    continue;
+                }
                 _ => return Err(Error::ErrUnmarshalUnknownChunkType),
             };
 

@@ -15,6 +15,7 @@ use crate::chunk::{
     chunk_heartbeat_ack::ChunkHeartbeatAck,
     chunk_init::ChunkInit,
     chunk_init::ChunkInitAck,
+    chunk_pad::ChunkPad,
     chunk_payload_data::ChunkPayloadData,
     chunk_payload_data::{MessageId, MessageReliability, PayloadProtocolIdentifier},
     chunk_reconfig::ChunkReconfig,
@@ -22,7 +23,7 @@ use crate::chunk::{
     chunk_shutdown::ChunkShutdown,
     chunk_shutdown_ack::ChunkShutdownAck,
     chunk_shutdown_complete::ChunkShutdownComplete,
-    chunk_type::CT_FORWARD_TSN,
+    chunk_type::{CT_FORWARD_TSN, CT_PAD},
 };
 use crate::config::{COMMON_HEADER_SIZE, DATA_CHUNK_HEADER_SIZE, ServerConfig, TransportConfig};
 use crate::packet::{CommonHeader, Packet};
@@ -41,6 +42,7 @@ use crate::queue::{
 use crate::shared::{AssociationEventInner, AssociationId, EndpointEvent, EndpointEventInner};
 use crate::util::{constant_time_eq, sna16lt, sna32gt, sna32gte, sna32lt, sna32lte};
 use crate::{AssociationEvent, Payload, Side};
+use pmtud::PathMtuSearch;
 use shared::error::{Error, Result};
 use shared::{TransportContext, TransportMessage, TransportProtocol};
 use stream::{Stream, StreamEvent, StreamId, StreamState};
@@ -58,6 +60,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+pub(crate) mod pmtud;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod stream;
@@ -204,6 +207,11 @@ pub struct Association {
     pub(crate) mtu: u32,
     // max DATA chunk payload size
     max_payload_size: u32,
+    /// Burrow patch (5): the search for a larger `mtu` than the configured one.
+    path_mtu: PathMtuSearch,
+    /// Burrow patch (5): the peer listed PAD among its supported extensions, so it may be
+    /// probed. Chrome does not, and closed the data channel when it was probed.
+    peer_supports_pad: bool,
     cumulative_tsn_ack_point: u32,
     advanced_peer_tsn_ack_point: u32,
     use_forward_tsn: bool,
@@ -310,6 +318,8 @@ impl Default for Association {
             stream_queue: VecDeque::default(),
 
             mtu: 0,
+            path_mtu: PathMtuSearch::default(),
+            peer_supports_pad: false,
             // max DATA chunk payload size
             max_payload_size: 0,
             cumulative_tsn_ack_point: 0,
@@ -407,6 +417,7 @@ impl Association {
             timers: TimerTable::new(config.timer_config()),
 
             mtu,
+            path_mtu: PathMtuSearch::new(mtu, config.max_probed_mtu()),
             cwnd,
             remote_addr,
             local_addr,
@@ -481,7 +492,16 @@ impl Association {
     /// - a call was made to `handle_timeout`
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        let timers = self.timers.next_timeout();
+        // Burrow patch (5): the path MTU search keeps its own clock, and probes only while
+        // the association is established.
+        let search = (self.state == AssociationState::Established && self.peer_supports_pad)
+            .then(|| self.path_mtu.poll_timeout())
+            .flatten();
+        match (timers, search) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Returns packets to transmit
@@ -525,6 +545,7 @@ impl Association {
     /// `Instant` that was output by `poll_timeout`; however spurious extra calls will simply
     /// no-op and therefore are safe.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.path_mtu.handle_timeout(now);
         for &timer in &Timer::VALUES {
             let (expired, failure, n_rtos) = self.timers.is_expired(timer, now);
             if !expired {
@@ -1009,6 +1030,9 @@ impl Association {
             return Err(Error::ErrAbortChunk(err_str));
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeat>() {
             self.handle_heartbeat(c)?
+        } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeatAck>() {
+            self.handle_heartbeat_ack(c, now);
+            vec![]
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkCookieEcho>() {
             self.handle_cookie_echo(c)?
         } else if chunk_any.downcast_ref::<ChunkCookieAck>().is_some() {
@@ -1095,6 +1119,9 @@ impl Association {
                     if *t == CT_FORWARD_TSN {
                         debug!("[{}] use ForwardTSN (on init)", self.side);
                         self.use_forward_tsn = true;
+                    }
+                    if *t == CT_PAD {
+                        self.peer_supports_pad = true;
                     }
                 }
             }
@@ -1201,6 +1228,9 @@ impl Association {
                         debug!("[{}] use ForwardTSN (on initAck)", self.side);
                         self.use_forward_tsn = true;
                     }
+                    if *t == CT_PAD {
+                        self.peer_supports_pad = true;
+                    }
                 }
             }
         }
@@ -1251,6 +1281,64 @@ impl Association {
         }
 
         Ok(vec![])
+    }
+
+    /// Burrow patch (5): an answered path MTU probe proves its size; packets and DATA chunks
+    /// made from now on may be that large. Chunks already made keep their size.
+    fn handle_heartbeat_ack(&mut self, c: &ChunkHeartbeatAck, now: Instant) {
+        let Some(hbi) = c
+            .params
+            .first()
+            .and_then(|p| p.as_any().downcast_ref::<ParamHeartbeatInfo>())
+        else {
+            return;
+        };
+        if let Some(size) = self
+            .path_mtu
+            .on_heartbeat_ack(&hbi.heartbeat_information, now)
+        {
+            debug!("[{}] path MTU: {} bytes confirmed", self.side, size);
+            self.set_mtu(size);
+        }
+    }
+
+    /// Burrow patch (5): sets the size of the packets and DATA chunks made from now on.
+    fn set_mtu(&mut self, mtu: u32) {
+        self.mtu = mtu;
+        self.max_payload_size = crate::config::max_payload_size_for_mtu(mtu);
+        for stream in self.streams.values_mut() {
+            stream.max_payload_size = self.max_payload_size;
+        }
+    }
+
+    /// Burrow patch (5): the path MTU probe that is due, as a packet.
+    fn gather_path_mtu_probe(&mut self, mut raw_packets: Vec<Bytes>, now: Instant) -> Vec<Bytes> {
+        let established = self.state() == AssociationState::Established && self.peer_supports_pad;
+        if let Some(probe) = self.path_mtu.poll_probe(
+            now,
+            established,
+            Duration::from_millis(self.rto_mgr.get_rto()),
+        ) {
+            let packet = self.create_packet(vec![
+                Box::new(ChunkHeartbeat {
+                    params: vec![Box::new(ParamHeartbeatInfo {
+                        heartbeat_information: probe.info,
+                    })],
+                }),
+                Box::new(ChunkPad {
+                    padding: probe.padding,
+                }),
+            ]);
+            match packet.marshal() {
+                Ok(raw) => {
+                    trace!("[{}] path MTU: probing {} bytes", self.side, probe.size);
+                    debug_assert_eq!(raw.len(), probe.size as usize);
+                    raw_packets.push(raw);
+                }
+                Err(err) => warn!("[{}] cannot make a path MTU probe: {}", self.side, err),
+            }
+        }
+        raw_packets
     }
 
     fn handle_cookie_echo(&mut self, c: &ChunkCookieEcho) -> Result<Vec<Packet>> {
@@ -2351,6 +2439,7 @@ impl Association {
         let state = self.state();
         match state {
             AssociationState::Established => {
+                raw_packets = self.gather_path_mtu_probe(raw_packets, now);
                 raw_packets = self.gather_data_packets_to_retransmit(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
@@ -3446,6 +3535,14 @@ impl Association {
                 //      ssthresh = max(cwnd/2, 4*MTU)
                 //      cwnd = 1*MTU
 
+                // Burrow patch (5): a second timeout in a row may mean that the path stopped
+                // carrying the probed size (RFC 8899's black hole). New packets go back to
+                // the configured size; DATA chunks already made keep theirs.
+                if n_rtos >= 2
+                    && let Some(base) = self.path_mtu.on_black_hole(now)
+                {
+                    self.set_mtu(base);
+                }
                 self.ssthresh = std::cmp::max(self.cwnd / 2, 4 * self.mtu);
                 self.cwnd = self.mtu;
                 trace!(

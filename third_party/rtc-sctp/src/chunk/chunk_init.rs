@@ -285,7 +285,9 @@ impl ChunkInit {
         // extension MUST list the ASCONF, the ASCONF-ACK, and the AUTH chunks
         // in its INIT and INIT-ACK parameters.
         self.params.push(Box::new(ParamSupportedExtensions {
-            chunk_types: vec![CT_RECONFIG, CT_FORWARD_TSN],
+            // Burrow patch (5): PAD too. A peer that lists it is probed for its path MTU
+            // (a probe is HEARTBEAT and PAD); one that does not, a browser, is left alone.
+            chunk_types: vec![CT_RECONFIG, CT_FORWARD_TSN, CT_PAD],
         }));
     }
 }

@@ -22,6 +22,8 @@ pub(crate) const CT_CWR: ChunkType = ChunkType(13);
 pub(crate) const CT_SHUTDOWN_COMPLETE: ChunkType = ChunkType(14);
 pub(crate) const CT_RECONFIG: ChunkType = ChunkType(130);
 pub(crate) const CT_FORWARD_TSN: ChunkType = ChunkType(192);
+/// Burrow patch (5): PAD (RFC 4820), in path MTU probes.
+pub(crate) const CT_PAD: ChunkType = ChunkType(0x84);
 
 impl fmt::Display for ChunkType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,6 +45,7 @@ impl fmt::Display for ChunkType {
             CT_SHUTDOWN_COMPLETE => "SHUTDOWN-COMPLETE",
             CT_RECONFIG => "RECONFIG", // Re-configuration
             CT_FORWARD_TSN => "FORWARD-TSN",
+            CT_PAD => "PAD",
             _ => others.as_str(),
         };
         write!(f, "{}", s)
