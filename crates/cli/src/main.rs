@@ -349,6 +349,10 @@ async fn speedtest(
         );
         let down = speedtest::download(&conn.tunnel, bytes).await?;
         println!("download: {}, intact", down.describe());
+        println!(
+            "packets:  up to {} bytes per datagram from the agent (path MTU search)",
+            conn.largest_datagram_received()
+        );
         let up = speedtest::upload(&conn.tunnel, bytes).await?;
         println!("upload:   {}, intact", up.describe());
         anyhow::Ok(())

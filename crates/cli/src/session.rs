@@ -42,6 +42,12 @@ impl Connection {
     pub async fn close(&self) {
         self.peer.close().await;
     }
+
+    /// The largest UDP datagram received from the agent so far: how large a packet the
+    /// path was found to carry.
+    pub fn largest_datagram_received(&self) -> usize {
+        self.peer.largest_datagram_received()
+    }
 }
 
 /// Opens a tunnel to `workspace`.

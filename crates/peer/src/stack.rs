@@ -72,6 +72,12 @@ pub trait PeerSession: Send + Sync + 'static {
     async fn data_channel(&self) -> Result<MessageChannel, PeerError>;
     /// The path in use now (it can change after an ICE restart).
     async fn path(&self) -> PathKind;
+    /// The largest UDP datagram received from the path so far, in bytes (0 before any): what
+    /// the path was found to carry. Between native peers the SCTP layer searches for its
+    /// path MTU, so a loopback path carries 16 KB packets where a relay stays near 1.4 KB.
+    fn largest_datagram_received(&self) -> usize {
+        0
+    }
     /// Closes the connection.
     async fn close(&self);
 }

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -410,8 +410,14 @@ impl AsyncUdpSocket for GsoCapped {
         meta: &mut [webrtc::runtime::RecvMeta],
     ) -> std::task::Poll<io::Result<usize>> {
         let received = self.inner.poll_recv(cx, bufs, meta);
-        if let std::task::Poll::Ready(Ok(_)) = received {
+        if let std::task::Poll::Ready(Ok(n)) = received {
             self.pacing.touch();
+            // A GRO read holds several datagrams of `stride` bytes (the last maybe shorter).
+            if let Some(largest) = meta.iter().take(n).map(|m| m.stride.min(m.len)).max() {
+                self.pacing
+                    .largest_received
+                    .fetch_max(largest, Ordering::Relaxed);
+            }
         }
         received
     }
@@ -462,6 +468,9 @@ struct Pacing {
     /// Something happened since the driver last went to sleep: its next sleep ends at once,
     /// so that what that iteration queued is flushed by the next one.
     kick: AtomicBool,
+    /// The largest datagram received (see [`PeerSession::largest_datagram_received`]).
+    /// Kept here because the socket wrapper and the session share this and nothing else.
+    largest_received: AtomicUsize,
 }
 
 impl Pacing {
@@ -472,6 +481,7 @@ impl Pacing {
             epoch: Instant::now(),
             active_until: AtomicU64::new(0),
             kick: AtomicBool::new(false),
+            largest_received: AtomicUsize::new(0),
         }
     }
 
@@ -658,6 +668,7 @@ struct WebrtcSession {
     /// Dropping it (with the session) or sending on it stops the monitor, which closes the
     /// connection.
     stop: StdMutex<Option<oneshot::Sender<()>>>,
+    pacing: Arc<Pacing>,
 }
 
 struct EventStream {
@@ -694,7 +705,7 @@ impl WebrtcSession {
                 pump_stop: pump_stop_tx,
                 pump_stop_rx,
                 mid: None,
-                pacing,
+                pacing: pacing.clone(),
             }
             .run(signals, stop_rx),
         );
@@ -711,6 +722,7 @@ impl WebrtcSession {
                 pending: VecDeque::new(),
             }),
             stop: StdMutex::new(Some(stop_tx)),
+            pacing,
         }
     }
 }
@@ -787,6 +799,10 @@ impl PeerSession for WebrtcSession {
 
     async fn path(&self) -> PathKind {
         *self.path.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn largest_datagram_received(&self) -> usize {
+        self.pacing.largest_received.load(Ordering::Relaxed)
     }
 
     async fn close(&self) {

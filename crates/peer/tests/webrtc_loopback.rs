@@ -218,6 +218,29 @@ async fn direct_transfer_of_20_mb_arrives_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_peers_on_loopback_use_16_kb_packets_once_the_path_mtu_search_proves_them() {
+    // Two webrtc-rs peers list PAD among their SCTP extensions, so each probes its direction
+    // (third_party/rtc-sctp, change 5); loopback carries the largest size, 16 000 bytes of
+    // SCTP in one DTLS record.
+    init_tracing();
+    let mut pair = connect(PeerConfig::default(), PeerConfig::default()).await;
+    assert_eq!(connected(&mut pair.client_events).await, PathKind::Direct);
+    let (client, agent) = channels(&pair).await;
+    let up = transfer(client.sink, agent.source, 4 * 1024 * 1024);
+    let down = transfer(agent.sink, client.source, 4 * 1024 * 1024);
+    tokio::join!(up, down);
+    for (side, session) in [("agent", &pair.agent), ("client", &pair.client)] {
+        let largest = session.largest_datagram_received();
+        assert!(
+            (16_000..16_100).contains(&largest),
+            "{side} received datagrams of at most {largest} bytes"
+        );
+    }
+    pair.client.close().await;
+    pair.agent.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_stalls_the_sender() {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -545,7 +568,7 @@ fn relay_config(turn: SocketAddr, secret: &[u8], id: &str) -> PeerConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forced_relay_goes_through_turn() {
+async fn forced_relay_goes_through_turn_in_packets_the_relay_carries() {
     init_tracing();
     let secret = b"relay-test-secret";
     let (server, turn) = turn_server(secret).await;
@@ -560,6 +583,13 @@ async fn forced_relay_goes_through_turn() {
 
     let (client, agent) = channels(&pair).await;
     transfer(client.sink, agent.source, 4 * 1024 * 1024).await;
+    // webrtc-rs' TURN server reads 1500 bytes per datagram and drops larger ones, so the
+    // path MTU search ends at its 1400-byte step (plus DTLS and TURN framing on the wire).
+    let largest = pair.agent.largest_datagram_received();
+    assert!(
+        (1400..=1500).contains(&largest),
+        "the agent received datagrams of at most {largest} bytes"
+    );
 
     pair.client.close().await;
     pair.agent.close().await;
