@@ -126,55 +126,61 @@ impl PartialDecode {
     }
 
     pub(crate) fn finish(self) -> Result<Packet> {
-        let mut chunks = vec![];
-        let mut offset = 0;
-        loop {
-            // Exact match, no more chunks
-            if offset == self.remaining.len() {
-                break;
-            } else if offset + CHUNK_HEADER_SIZE > self.remaining.len() {
-                return Err(Error::ErrParseSctpChunkNotEnoughData);
-            }
-
-            let chunk_buf = slice_chunk(&self.remaining, offset)?;
-            let ct = ChunkType(self.remaining[offset]);
-            let c: Box<dyn Chunk> = match ct {
-                CT_INIT => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
-                CT_INIT_ACK => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
-                CT_ABORT => Box::new(ChunkAbort::unmarshal(&chunk_buf)?),
-                CT_COOKIE_ECHO => Box::new(ChunkCookieEcho::unmarshal(&chunk_buf)?),
-                CT_COOKIE_ACK => Box::new(ChunkCookieAck::unmarshal(&chunk_buf)?),
-                CT_HEARTBEAT => Box::new(ChunkHeartbeat::unmarshal(&chunk_buf)?),
-                CT_PAYLOAD_DATA => Box::new(ChunkPayloadData::unmarshal(&chunk_buf)?),
-                CT_SACK => Box::new(ChunkSelectiveAck::unmarshal(&chunk_buf)?),
-                CT_RECONFIG => Box::new(ChunkReconfig::unmarshal(&chunk_buf)?),
-                CT_FORWARD_TSN => Box::new(ChunkForwardTsn::unmarshal(&chunk_buf)?),
-                CT_ERROR => Box::new(ChunkError::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN => Box::new(ChunkShutdown::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN_ACK => Box::new(ChunkShutdownAck::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN_COMPLETE => Box::new(ChunkShutdownComplete::unmarshal(&chunk_buf)?),
-                // Burrow patch (5): the answer to a path MTU probe.
-                CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(&chunk_buf)?),
-                // Burrow patch (5): RFC 9260 section 3.2 has a chunk of unknown type whose
-                // top bit is set skipped, not the packet dropped (PAD, in a peer's path MTU
-                // probes, is one). Reporting it when 0x40 is set too is left out.
-                _ if ct.0 & 0x80 != 0 => {
-                    offset += chunk_buf.len() + get_padding_size(chunk_buf.len());
-                    continue;
-                }
-                _ => return Err(Error::ErrUnmarshalUnknownChunkType),
-            };
-
-            let chunk_value_padding = get_padding_size(c.value_length());
-            offset += CHUNK_HEADER_SIZE + c.value_length() + chunk_value_padding;
-            chunks.push(c);
-        }
+        let chunks = unmarshal_chunks(&self.remaining, 0)?;
 
         Ok(Packet {
             common_header: self.common_header,
             chunks,
         })
     }
+}
+
+/// The chunks of a packet's bytes `raw` from `offset` on. Burrow: one loop for both decoders
+/// (0.21.1 had two identical copies, and Burrow patch (5) adds arms to it).
+fn unmarshal_chunks(raw: &Bytes, mut offset: usize) -> Result<Vec<Box<dyn Chunk>>> {
+    let mut chunks = vec![];
+    loop {
+        // Exact match, no more chunks
+        if offset == raw.len() {
+            break;
+        } else if offset + CHUNK_HEADER_SIZE > raw.len() {
+            return Err(Error::ErrParseSctpChunkNotEnoughData);
+        }
+
+        let chunk_buf = slice_chunk(raw, offset)?;
+        let ct = ChunkType(raw[offset]);
+        let c: Box<dyn Chunk> = match ct {
+            CT_INIT => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
+            CT_INIT_ACK => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
+            CT_ABORT => Box::new(ChunkAbort::unmarshal(&chunk_buf)?),
+            CT_COOKIE_ECHO => Box::new(ChunkCookieEcho::unmarshal(&chunk_buf)?),
+            CT_COOKIE_ACK => Box::new(ChunkCookieAck::unmarshal(&chunk_buf)?),
+            CT_HEARTBEAT => Box::new(ChunkHeartbeat::unmarshal(&chunk_buf)?),
+            CT_PAYLOAD_DATA => Box::new(ChunkPayloadData::unmarshal(&chunk_buf)?),
+            CT_SACK => Box::new(ChunkSelectiveAck::unmarshal(&chunk_buf)?),
+            CT_RECONFIG => Box::new(ChunkReconfig::unmarshal(&chunk_buf)?),
+            CT_FORWARD_TSN => Box::new(ChunkForwardTsn::unmarshal(&chunk_buf)?),
+            CT_ERROR => Box::new(ChunkError::unmarshal(&chunk_buf)?),
+            CT_SHUTDOWN => Box::new(ChunkShutdown::unmarshal(&chunk_buf)?),
+            CT_SHUTDOWN_ACK => Box::new(ChunkShutdownAck::unmarshal(&chunk_buf)?),
+            CT_SHUTDOWN_COMPLETE => Box::new(ChunkShutdownComplete::unmarshal(&chunk_buf)?),
+            // Burrow patch (5): the answer to a path MTU probe.
+            CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(&chunk_buf)?),
+            // Burrow patch (5): RFC 9260 section 3.2 has a chunk of unknown type whose
+            // top bit is set skipped, not the packet dropped (PAD, in a peer's path MTU
+            // probes, is one). Reporting it when 0x40 is set too is left out.
+            _ if ct.0 & 0x80 != 0 => {
+                offset += chunk_buf.len() + get_padding_size(chunk_buf.len());
+                continue;
+            }
+            _ => return Err(Error::ErrUnmarshalUnknownChunkType),
+        };
+
+        let chunk_value_padding = get_padding_size(c.value_length());
+        offset += CHUNK_HEADER_SIZE + c.value_length() + chunk_value_padding;
+        chunks.push(c);
+    }
+    Ok(chunks)
 }
 
 fn slice_chunk(raw: &Bytes, offset: usize) -> Result<Bytes> {
@@ -232,49 +238,7 @@ impl Packet {
             return Err(Error::ErrChecksumMismatch);
         }
 
-        let mut chunks = vec![];
-        let mut offset = PACKET_HEADER_SIZE;
-        loop {
-            // Exact match, no more chunks
-            if offset == raw.len() {
-                break;
-            } else if offset + CHUNK_HEADER_SIZE > raw.len() {
-                return Err(Error::ErrParseSctpChunkNotEnoughData);
-            }
-
-            let chunk_buf = slice_chunk(raw, offset)?;
-            let ct = ChunkType(raw[offset]);
-            let c: Box<dyn Chunk> = match ct {
-                CT_INIT => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
-                CT_INIT_ACK => Box::new(ChunkInit::unmarshal(&chunk_buf)?),
-                CT_ABORT => Box::new(ChunkAbort::unmarshal(&chunk_buf)?),
-                CT_COOKIE_ECHO => Box::new(ChunkCookieEcho::unmarshal(&chunk_buf)?),
-                CT_COOKIE_ACK => Box::new(ChunkCookieAck::unmarshal(&chunk_buf)?),
-                CT_HEARTBEAT => Box::new(ChunkHeartbeat::unmarshal(&chunk_buf)?),
-                CT_PAYLOAD_DATA => Box::new(ChunkPayloadData::unmarshal(&chunk_buf)?),
-                CT_SACK => Box::new(ChunkSelectiveAck::unmarshal(&chunk_buf)?),
-                CT_RECONFIG => Box::new(ChunkReconfig::unmarshal(&chunk_buf)?),
-                CT_FORWARD_TSN => Box::new(ChunkForwardTsn::unmarshal(&chunk_buf)?),
-                CT_ERROR => Box::new(ChunkError::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN => Box::new(ChunkShutdown::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN_ACK => Box::new(ChunkShutdownAck::unmarshal(&chunk_buf)?),
-                CT_SHUTDOWN_COMPLETE => Box::new(ChunkShutdownComplete::unmarshal(&chunk_buf)?),
-                // Burrow patch (5): the answer to a path MTU probe.
-                CT_HEARTBEAT_ACK => Box::new(ChunkHeartbeatAck::unmarshal(&chunk_buf)?),
-                // Burrow patch (5): RFC 9260 section 3.2 has a chunk of unknown type whose
-                // top bit is set skipped, not the packet dropped (PAD, in a peer's path MTU
-                // probes, is one). Reporting it when 0x40 is set too is left out.
-                _ if ct.0 & 0x80 != 0 => {
-                    offset += chunk_buf.len() + get_padding_size(chunk_buf.len());
-                    continue;
-                }
-                _ => return Err(Error::ErrUnmarshalUnknownChunkType),
-            };
-
-            let chunk_value_padding = get_padding_size(c.value_length());
-            offset += CHUNK_HEADER_SIZE + c.value_length() + chunk_value_padding;
-            chunks.push(c);
-        }
+        let chunks = unmarshal_chunks(raw, PACKET_HEADER_SIZE)?;
 
         Ok(Packet {
             common_header: CommonHeader {

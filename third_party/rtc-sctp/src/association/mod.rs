@@ -495,7 +495,8 @@ impl Association {
         let timers = self.timers.next_timeout();
         // Burrow patch (5): the path MTU search keeps its own clock, and probes only while
         // the association is established.
-        let search = (self.state == AssociationState::Established && self.peer_supports_pad)
+        let search = self
+            .may_probe_path_mtu()
             .then(|| self.path_mtu.poll_timeout())
             .flatten();
         match (timers, search) {
@@ -1311,12 +1312,17 @@ impl Association {
         }
     }
 
+    /// Burrow patch (5): probes go out only on an established association, to a peer that
+    /// skips PAD.
+    fn may_probe_path_mtu(&self) -> bool {
+        self.state == AssociationState::Established && self.peer_supports_pad
+    }
+
     /// Burrow patch (5): the path MTU probe that is due, as a packet.
     fn gather_path_mtu_probe(&mut self, mut raw_packets: Vec<Bytes>, now: Instant) -> Vec<Bytes> {
-        let established = self.state() == AssociationState::Established && self.peer_supports_pad;
         if let Some(probe) = self.path_mtu.poll_probe(
             now,
-            established,
+            self.may_probe_path_mtu(),
             Duration::from_millis(self.rto_mgr.get_rto()),
         ) {
             let packet = self.create_packet(vec![
@@ -1854,9 +1860,7 @@ impl Association {
             if let Some(mut c) = self.inflight_queue.pop(i) {
                 if c.acknowledge() {
                     newly_acked_data |= c.nsent > 0;
-                    if c.nsent == 1 {
-                        self.delivered(c.since);
-                    }
+                    note_delivery(&mut self.latest_delivered_send, &c);
 
                     let n_bytes_acked = c.user_data.len() as i64;
                     total_bytes_acked += n_bytes_acked;
@@ -1923,9 +1927,7 @@ impl Association {
                 if let Some(c) = self.inflight_queue.get(tsn) {
                     if newly_acknowledged {
                         newly_acked_data |= c.nsent > 0;
-                        if c.nsent == 1 && c.since > self.latest_delivered_send {
-                            self.latest_delivered_send = c.since;
-                        }
+                        note_delivery(&mut self.latest_delivered_send, c);
                         total_bytes_acked += n_bytes_acked;
                         if self.is_current_stream_data(c) {
                             *bytes_acked_per_stream
@@ -2050,13 +2052,6 @@ impl Association {
                     self.side, self.cwnd, self.ssthresh, total_bytes_acked
                 );
             }
-        }
-    }
-
-    /// Burrow patch: notes that DATA first sent at `since` has been acknowledged.
-    fn delivered(&mut self, since: Option<Instant>) {
-        if since > self.latest_delivered_send {
-            self.latest_delivered_send = since;
         }
     }
 
@@ -3622,5 +3617,14 @@ impl Association {
             .min_by_key(|&(_, time)| time)
             //.map_or(true, |(timer, _)| timer == Timer::Idle)
             .is_none()
+    }
+}
+
+/// Burrow patch: notes that `c` has been acknowledged; if that was its first transmission,
+/// it may be the latest delivered one (see `Association::latest_delivered_send`). A free
+/// function so that it can run while `c` is borrowed from the in-flight queue.
+fn note_delivery(latest: &mut Option<Instant>, c: &ChunkPayloadData) {
+    if c.nsent == 1 && c.since > *latest {
+        *latest = c.since;
     }
 }

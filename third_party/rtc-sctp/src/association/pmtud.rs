@@ -34,7 +34,7 @@ const MAGIC: &[u8; 4] = b"BPMT";
 
 /// Bytes a probe's HEARTBEAT takes: the packet's common header (12), the chunk header (4),
 /// the heartbeat info parameter's header (4) and its value (magic, size, sequence: 16).
-pub(crate) const PROBE_OVERHEAD: u32 = 12 + 4 + 4 + 16;
+const PROBE_OVERHEAD: u32 = 12 + 4 + 4 + 16;
 
 /// The PAD chunk's header, which the padding adds to [`PROBE_OVERHEAD`].
 const PAD_HEADER: u32 = 4;
