@@ -32,6 +32,10 @@ step "tests of the patched webrtc-rs SCTP (third_party/rtc-sctp/BURROW.md), its 
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/third_party" cargo test --manifest-path third_party/rtc-sctp/Cargo.toml \
     --locked --lib
 
+step "tests of the patched webrtc-rs peer-connection pipeline (third_party/rtc/BURROW.md), its own and Burrow's"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/third_party" cargo test --manifest-path third_party/rtc/Cargo.toml \
+    --locked --lib
+
 step "browser suites (headless Chromium against burrowd, an agent and burrow-testbed)"
 bash scripts/wasm-test.sh
 

@@ -169,6 +169,7 @@ impl RTCPeerConnection {
             event_outs: VecDeque::new(),
             stats: RTCStatsAccumulator::default(),
             now,
+            queues_trimmed_at: now,
         };
 
         Ok(Self {

@@ -136,11 +136,93 @@ pub(crate) struct PipelineContext {
     /// `close()` takes no time of its own, and this crate reads no clock, so the `close_notify`
     /// it sends is stamped with this.
     pub(crate) now: Instant,
+
+    /// Burrow patch: when [`Self::trim_idle_queues`] last gave queue capacity back.
+    pub(crate) queues_trimmed_at: Instant,
+}
+
+/// Burrow patch: how often the pipeline's empty queues give their capacity back.
+///
+/// A busy queue regrows from [`QUEUE_KEPT_CAPACITY`] in a handful of doublings, so trimming
+/// once a second costs a bulk transfer nothing measurable, and an idle connection holds its
+/// few kilobytes again within a second or two of a burst.
+pub(crate) const QUEUE_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Burrow patch: the capacity an empty queue keeps, enough for a round of handshake or
+/// keepalive messages without reallocating.
+pub(crate) const QUEUE_KEPT_CAPACITY: usize = 16;
+
+/// Burrow patch: gives back the capacity of a queue that is empty.
+///
+/// `VecDeque` never shrinks by itself. One driver iteration of a bulk transfer moves a whole
+/// congestion window through every handler (4 MiB in flight is about 3,500 packets), so each
+/// queue grew to 4,096 slots of 56 bytes and kept them for the life of the connection: about
+/// 1 MB per peer connection that once carried a burst. A queue that still holds messages is
+/// left alone, so no message moves or waits.
+fn trim_queue<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > QUEUE_KEPT_CAPACITY {
+        queue.shrink_to(QUEUE_KEPT_CAPACITY);
+    }
 }
 
 impl PipelineContext {
     fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
+    }
+
+    /// Burrow patch: trims every empty queue of the pipeline and of its handlers, at most once
+    /// per [`QUEUE_TRIM_INTERVAL`] of the time the caller supplies (this crate reads no clock).
+    pub(crate) fn trim_idle_queues(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.queues_trimmed_at) < QUEUE_TRIM_INTERVAL {
+            return;
+        }
+        self.queues_trimmed_at = now;
+        macro_rules! trim_handler {
+            ($($context:ident),*) => {$(
+                trim_queue(&mut self.$context.read_outs);
+                trim_queue(&mut self.$context.write_outs);
+                trim_queue(&mut self.$context.event_outs);
+            )*};
+        }
+        trim_handler!(
+            demuxer_handler_context,
+            ice_handler_context,
+            dtls_handler_context,
+            sctp_handler_context,
+            datachannel_handler_context,
+            srtp_handler_context,
+            interceptor_handler_context,
+            endpoint_handler_context
+        );
+        trim_queue(&mut self.media_read_outs);
+        trim_queue(&mut self.data_read_outs);
+        trim_queue(&mut self.write_outs);
+        trim_queue(&mut self.event_outs);
+    }
+
+    /// Burrow patch: the capacity, in messages, the pipeline's queues hold now.
+    #[cfg(test)]
+    pub(crate) fn queue_capacity(&self) -> usize {
+        macro_rules! capacity {
+            ($($context:ident),*) => {0 $(
+                + self.$context.read_outs.capacity()
+                + self.$context.write_outs.capacity()
+                + self.$context.event_outs.capacity()
+            )*};
+        }
+        capacity!(
+            demuxer_handler_context,
+            ice_handler_context,
+            dtls_handler_context,
+            sctp_handler_context,
+            datachannel_handler_context,
+            srtp_handler_context,
+            interceptor_handler_context,
+            endpoint_handler_context
+        ) + self.media_read_outs.capacity()
+            + self.data_read_outs.capacity()
+            + self.write_outs.capacity()
+            + self.event_outs.capacity()
     }
 }
 
@@ -490,6 +572,10 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.pipeline_context.observe(now);
+        // Burrow patch: timeouts keep coming while the connection is up (ICE keepalives, SCTP
+        // heartbeats), so an idle connection gets here within seconds of its last burst. First,
+        // so that a handler's error does not skip it.
+        self.pipeline_context.trim_idle_queues(now);
         for_each_handler!(forward: process_handler!(self, handler, {
             handler.handle_timeout(now)?;
         }));
@@ -588,6 +674,9 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
         flatten_errs(close_errs)
     }
 }
+
+#[cfg(test)]
+mod burrow_patch_test;
 
 #[cfg(test)]
 mod handler_test {
