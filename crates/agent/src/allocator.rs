@@ -18,6 +18,26 @@
 //! [`PURGE_ABOVE`], purges them. During a transfer freed pages are reused at once and the
 //! dirty count stays low, so the check costs a few reads a second.
 //!
+//! What a burst leaves behind once its memory is freed is then jemalloc's own bookkeeping:
+//! slabs that stay partly used because a few of their blocks are still held, spread over
+//! one arena per thread and over the thread caches, which keep freed blocks of up to 32 KiB
+//! for reuse. Measured with the benchmark's probe (`burrow-bench probe agent-memory`,
+//! resident set with one tunnel open and 5 s after 100 streams closed), after webrtc-rs'
+//! queues were made to give back their capacity (third_party/rtc/BURROW.md), with
+//! [`PURGE_ABOVE`] at 128 KiB, 3 to 6 runs each:
+//!
+//! | jemalloc options | after close, over one open tunnel |
+//! |---|---|
+//! | defaults (eight arenas, caches up to 32 KiB) | +9–14 % |
+//! | `narenas:1` | +9–20 % |
+//! | `tcache_max:4096` | +5–7 % |
+//! | both | +4–7 % |
+//!
+//! So the agent runs with both (`.cargo/config.toml` builds them into jemalloc). Blocks
+//! over 4 KiB now come from the arena, under its lock: A/B of the benchmark's native half,
+//! alternating, 4 runs each, measured no cost (one stream 183–230 MB/s with the defaults,
+//! 190–214 with these; 100 streams 258–291 and 290–319).
+//!
 //! jemalloc's own purge call (`arena.<i>.purge`) takes no value, which the safe
 //! `tikv-jemalloc-ctl` accessors cannot express, and this workspace has no unsafe code. An
 //! arena's `dirty_decay_ms` set to 0 purges all of its unused dirty pages at once (writing
@@ -36,8 +56,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Unused dirty bytes the purger leaves alone: less than this is not worth the system calls
-/// and the page faults of using them again.
-const PURGE_ABOVE: usize = 1 << 20;
+/// and the page faults of using them again. The queues webrtc-rs gives back after a burst
+/// free 0.5–1 MB, which a threshold of 1 MiB left resident.
+const PURGE_ABOVE: usize = 128 << 10;
 
 /// jemalloc's index for "all arenas merged" in `stats.arenas.<i>.*` keys.
 const ALL_ARENAS: u32 = 4096;
@@ -101,6 +122,17 @@ fn purge() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_is_built_with_one_arena_and_thread_caches_for_small_blocks_only()
+    -> tikv_jemalloc_ctl::Result<()> {
+        // .cargo/config.toml passes these to jemalloc's build; a build without them (another
+        // config, a changed variable name) would silently lose what the module docs measured.
+        let narenas: u32 = b"opt.narenas\0".name().read()?;
+        let tcache_max: usize = b"opt.tcache_max\0".name().read()?;
+        assert_eq!((narenas, tcache_max), (1, 4096));
+        Ok(())
+    }
 
     #[test]
     fn purging_returns_freed_pages_to_the_kernel() -> tikv_jemalloc_ctl::Result<()> {
