@@ -16,6 +16,9 @@
 //                        unless BENCH_OUT is set)
 //   BENCH_OUT=path       where to write the results
 //   BENCH_NO_BUILD=1     use what is built
+//   BENCH_TRACE=path     write a Chrome trace (with V8's CPU samples of every thread: page,
+//                        service worker, window) of the first round's sequential fetches
+//                        through the service worker, for chrome://tracing or Perfetto
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -315,9 +318,10 @@ async function bulkGroup() {
 // ---- 4: small fetches ------------------------------------------------------------------
 
 /** `count` fetches of 1 KiB in `frame`, `concurrency` at a time: per-fetch ms. With
- *  `tunnelPort`, `tunnel.fetch` in the dashboard window instead of the page's `fetch`. */
-async function smallFetches(frame, count, concurrency, tunnelPort) {
-  return frame.evaluate(async ({ count, concurrency, tunnelPort }) => {
+ *  `tunnelPort`, `tunnel.fetch` in the dashboard window instead of the page's `fetch`; with
+ *  `pauseMs`, each fetch waits that long after the one before (not timed). */
+async function smallFetches(frame, count, concurrency, tunnelPort, pauseMs = 0) {
+  return frame.evaluate(async ({ count, concurrency, tunnelPort, pauseMs }) => {
     const t = tunnelPort ? await window.__burrowHost.tunnel("dev") : null;
     const get = (i) => t
       ? t.fetch(`http://localhost:${tunnelPort}/small?i=${i}`)
@@ -332,11 +336,12 @@ async function smallFetches(frame, count, concurrency, tunnelPort) {
         const b = await r.arrayBuffer();
         times.push(performance.now() - started);
         if (b.byteLength !== 1024) throw new Error(`fetch ${i}: ${r.status}, ${b.byteLength} bytes`);
+        if (pauseMs) await new Promise((resolve) => setTimeout(resolve, pauseMs));
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
     return times;
-  }, { count, concurrency, tunnelPort });
+  }, { count, concurrency, tunnelPort, pauseMs });
 }
 
 /** `count` sequential `tunnel.ping()`s: the tunnel's own round trip, in ms. */
@@ -361,11 +366,17 @@ function pct(values, p) {
   return s[lo] + (s[hi] - s[lo]) * (rank - lo);
 }
 
+// The tunnel's exchange with the threads on its way given time to go idle, as they are when
+// a request comes through the service worker: what a small fetch through the worker costs
+// beyond `tunnel.fetch` back to back is then told apart from the worker's own hops.
+const PAUSED = "tunnel.fetch in the window, 3 ms apart";
+const PAUSE_MS = 3;
+
 async function smallGroups() {
   const modes = [["sequential", 1], [`${CONCURRENCY} at a time`, CONCURRENCY]];
   const rows = {};
   for (const [mode] of modes) {
-    for (const side of ["service worker", "direct", "tunnel.fetch in the window", "Chrome's service-worker floor"]) {
+    for (const side of ["service worker", "direct", "tunnel.fetch in the window", PAUSED, "Chrome's service-worker floor"]) {
       rows[`${mode} ${side} p50`] = row(`${side}: p50`);
       rows[`${mode} ${side} p99`] = row(`${side}: p99`);
     }
@@ -385,15 +396,26 @@ async function smallGroups() {
         ["service worker", frame],
         ["direct", appOrigin],
         ["tunnel.fetch in the window", dash.page, stack.app.port],
+        [PAUSED, dash.page, stack.app.port, PAUSE_MS],
         ["Chrome's service-worker floor", await floorPage(appOrigin.context())],
       ];
       await sample(ping, async () => pct(await pings(dash.page, FETCHES), 50) * 1000, SMALL_TIMEOUT_MS);
       for (const [mode, concurrency] of modes) {
         const p50 = {};
-        for (const [side, f, tunnelPort] of rotated(sides, i)) {
+        for (const [side, f, tunnelPort, pauseMs] of rotated(sides, i)) {
+          // Pauses mean something only between fetches one at a time.
+          if (pauseMs && concurrency > 1) continue;
+          const trace = process.env.BENCH_TRACE && i === 0 && concurrency === 1 && side === "service worker";
           try {
-            await withTimeout(smallFetches(f, SMALL_WARMUP, concurrency, tunnelPort), SMALL_TIMEOUT_MS, "warm-up");
-            const times = await withTimeout(smallFetches(f, FETCHES, concurrency, tunnelPort), SMALL_TIMEOUT_MS, `${FETCHES} fetches`);
+            await withTimeout(smallFetches(f, SMALL_WARMUP, concurrency, tunnelPort, pauseMs), SMALL_TIMEOUT_MS, "warm-up");
+            if (trace) {
+              await browser.startTracing(undefined, {
+                path: process.env.BENCH_TRACE,
+                categories: ["devtools.timeline", "v8.execute", "disabled-by-default-v8.cpu_profiler", "toplevel"],
+              });
+            }
+            const times = await withTimeout(smallFetches(f, FETCHES, concurrency, tunnelPort, pauseMs), SMALL_TIMEOUT_MS, `${FETCHES} fetches`).finally(
+              () => trace && browser.stopTracing().then(() => log(`trace written to ${process.env.BENCH_TRACE}`)));
             p50[side] = pct(times, 50) * 1000;
             rows[`${mode} ${side} p50`].samples.push(p50[side]);
             rows[`${mode} ${side} p99`].samples.push(pct(times, 99) * 1000);
@@ -432,6 +454,7 @@ async function smallGroups() {
       rows[`${mode} service worker p50`], rows[`${mode} service worker p99`],
       rows[`${mode} direct p50`], rows[`${mode} direct p99`],
       rows[`${mode} tunnel.fetch in the window p50`], rows[`${mode} tunnel.fetch in the window p99`],
+      ...(mode === "sequential" ? [rows[`${mode} ${PAUSED} p50`], rows[`${mode} ${PAUSED} p99`]] : []),
       rows[`${mode} Chrome's service-worker floor p50`],
       rows[`${mode} Chrome's service-worker floor p99`],
       ...(mode === "sequential" ? [ping] : []),
@@ -632,7 +655,7 @@ const NOTES = [
   `Every comparison alternates its rows round by round (${BULK_ROUNDS} rounds of the bulk transfers, ${ROUNDS} of the small fetches, ${LOADS} workbench loads each; the order rotates each round), in one headless Chromium, on 127.0.0.1. The tunnel is Burrow's direct path (host candidates; no relay).`,
   `Chrome ↔ Chrome data channel: two RTCPeerConnections in one page, one reliable ordered channel, ${BULK_MIB} MiB sent with backpressure (send while bufferedAmount < high water, resume on bufferedamountlow): 64 KiB messages with Burrow's thresholds (1 MiB / 256 KiB), and 256 KiB messages (4 MiB / 1 MiB). Both ends, and both SCTP stacks, run in the same renderer, so this is the ceiling of what Chromium's data channels carry on this machine.`,
   "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body (app page: the frame of the dashboard's app view, which shares the dashboard window's main thread; own tab: the same page in a tab of its own), which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
-  `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the dashboard window (the tunnel without the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
+  `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the dashboard window (the tunnel without the worker), the same with ${PAUSE_MS} ms between fetches (sequential only: the threads on the tunnel's way given time to go idle, as between requests through the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
   `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first; the second load in the same context right after (about:blank, then the same navigation or button again) is the reload row, where Chrome's HTTP cache (direct) and Burrow's service-worker cache (tunnel) hold what code-server marked reusable (its versioned static files: max-age one year). Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and its tunnel connected first (not timed), then from pressing the port's button until the explorer in the frame lists the file. Own tab: the same, from navigating a second tab to /@dev/apps/PORT/; its WebSockets are brokered by the service worker to the dashboard window.`,
   "The machine is shared with other work (see the load average): absolute numbers move between runs; the ratios, measured side by side, are the meaningful part.",
 ];
