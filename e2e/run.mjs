@@ -238,7 +238,7 @@ async function main() {
     }
   });
 
-  await test("the service worker's HTTP cache: fresh answers from it, no-cache revalidated (304), no-store and redirected answers not stored, nothing served once the dashboard closed", async () => {
+  await test("the service worker's HTTP cache: fresh answers from it (also after the worker restarted), no-cache revalidated (304), no-store and redirected answers not stored, nothing served once the dashboard closed", async () => {
     const { context, page } = await newDashboard();
     try {
       await openApp(page, stack.app.port);
@@ -292,6 +292,22 @@ async function main() {
       const served = await tab.goto(url);
       assert(served.status() === 200 && (await served.text()) === body("fresh"), `a stored answer in another tab (got ${served.status()})`);
       assert(stack.app.hits.get("fresh 200") === 5, "that answer came from the cache");
+
+      // A worker started anew knows what the cache holds only once it has read the cache's
+      // keys: stored answers are served from the cache before and after that.
+      const cdp = await context.newCDPSession(page);
+      await cdp.send("ServiceWorker.enable");
+      await cdp.send("ServiceWorker.stopAllWorkers");
+      const restarted = await f.evaluate(async () => {
+        const text = async (path) => (await fetch(path)).text();
+        const first = await text("cache/fresh");
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        return [first, await text("cache/fresh"), await text("cache/gzip")];
+      });
+      assert(restarted[0] === body("fresh") && restarted[1] === body("fresh") && restarted[2] === body("gzip"),
+        "the stored answers after the worker restarted");
+      assert(stack.app.hits.get("fresh 200") === 5 && stack.app.hits.get("gzip 200") === 1,
+        `and they came from the cache (fresh ${stack.app.hits.get("fresh 200")}, gzip ${stack.app.hits.get("gzip 200")} answers from the app)`);
       await page.close();
       // By way of another page, so this is a plain navigation (the same URL again would be
       // a reload, which revalidates and so asks the window anyway).

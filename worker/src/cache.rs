@@ -24,6 +24,8 @@ use wasm_bindgen::{JsCast as _, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{Blob, Cache, Headers, ReadableStream, Request, Response, ResponseInit};
 
+use crate::stored_urls::StoredUrls;
+
 /// The Cache Storage cache of app responses. Versioned: a change to what is stored, or how,
 /// takes a new name.
 const CACHE_NAME: &str = "burrow-http-1";
@@ -45,6 +47,9 @@ thread_local! {
     /// The opened cache, kept for the worker's life: opening costs a round trip to the
     /// browser's storage for every request otherwise.
     static OPENED: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    /// The URLs the cache may hold: a lookup of any other skips the round trip to the
+    /// browser's storage (see [`crate::stored_urls`]).
+    static STORED: RefCell<StoredUrls> = RefCell::new(StoredUrls::new());
 }
 
 /// A URL's entry in [`STORING`], for as long as its response is being stored; dropping it
@@ -60,6 +65,7 @@ impl Storing {
         let id = NEXT_STORING.replace(NEXT_STORING.get() + 1);
         let (done, waiting) = oneshot::channel();
         STORING.with_borrow_mut(|m| m.insert(url.clone(), (id, waiting.shared())));
+        STORED.with_borrow_mut(|s| s.store_begins(&url));
         Self {
             url,
             id,
@@ -102,6 +108,7 @@ pub(crate) async fn open(scope: &web_sys::ServiceWorkerGlobalScope) -> Option<Ca
     match opened.await {
         Ok(cache) => {
             OPENED.set(Some(cache.clone()));
+            spawn_local(read_keys(cache.clone()));
             Some(cache)
         }
         Err(e) => {
@@ -111,13 +118,36 @@ pub(crate) async fn open(scope: &web_sys::ServiceWorkerGlobalScope) -> Option<Ca
     }
 }
 
+/// Reads the URLs the cache holds into [`STORED`], in the background. Until they are read,
+/// and if they cannot be, every lookup asks the cache.
+async fn read_keys(cache: Cache) {
+    match JsFuture::from(cache.keys()).await {
+        Ok(keys) => {
+            let urls: Vec<String> = Array::from(&keys)
+                .iter()
+                .filter_map(|key| key.dyn_into::<Request>().ok())
+                .map(|key| key.url())
+                .collect();
+            STORED.with_borrow_mut(|s| s.keys_read(urls));
+        }
+        Err(e) => warn(
+            "could not read what the cache holds; asking it for every request",
+            &e,
+        ),
+    }
+}
+
 /// The stored response for `request`, if there is one this cache stored.
 pub(crate) async fn find(cache: &Cache, request: &Request) -> Option<Stored> {
-    let storing = STORING.with_borrow(|m| m.get(&request.url()).map(|(_, w)| w.clone()));
+    let url = request.url();
+    let storing = STORING.with_borrow(|m| m.get(&url).map(|(_, w)| w.clone()));
     if let Some(storing) = storing {
         let timeout =
             TimeoutFuture::new(u32::try_from(STORING_WAIT.as_millis()).unwrap_or(u32::MAX));
         let _ = future::select(storing, timeout).await;
+    }
+    if !STORED.with_borrow(|s| s.may_hold(&url)) {
+        return None;
     }
     let found = JsFuture::from(cache.match_with_request(request))
         .await
@@ -240,10 +270,13 @@ pub(crate) fn store(
 
 /// Removes what is stored for `request`, in the background.
 pub(crate) fn remove(cache: &Cache, request: &Request) {
+    let removal = STORED.with_borrow(|s| s.removal_begins(&request.url()));
     let done = JsFuture::from(cache.delete_with_request(request));
     spawn_local(async move {
-        if let Err(e) = done.await {
-            warn("could not remove a stored response", &e);
+        match done.await {
+            Ok(_) => STORED.with_borrow_mut(|s| s.removed(removal)),
+            // Still counted as stored: the lookups keep asking the cache.
+            Err(e) => warn("could not remove a stored response", &e),
         }
     });
 }

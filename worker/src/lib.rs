@@ -34,6 +34,7 @@
 //! must be registered synchronously) and calls [`handle_fetch`] and [`handle_message`].
 
 pub mod scope;
+pub mod stored_urls;
 
 #[cfg(target_arch = "wasm32")]
 mod cache;
