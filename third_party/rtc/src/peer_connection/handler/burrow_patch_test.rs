@@ -19,6 +19,14 @@ fn raw(now: Instant) -> TaggedRTCMessageInternal {
     }
 }
 
+fn datagram(now: Instant) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: Default::default(),
+        message: BytesMut::from(&b"datagram"[..]),
+    }
+}
+
 /// Fills the SCTP and DTLS handlers' write queues and the pipeline's own with a burst, then
 /// drains them as the pipeline does.
 fn burst_through(pc: &mut crate::peer_connection::RTCPeerConnection, now: Instant) {
@@ -26,11 +34,7 @@ fn burst_through(pc: &mut crate::peer_connection::RTCPeerConnection, now: Instan
     for _ in 0..BURST {
         ctx.sctp_handler_context.write_outs.push_back(raw(now));
         ctx.dtls_handler_context.write_outs.push_back(raw(now));
-        ctx.write_outs.push_back(TaggedBytesMut {
-            now,
-            transport: Default::default(),
-            message: BytesMut::from(&b"datagram"[..]),
-        });
+        ctx.write_outs.push_back(datagram(now));
     }
     ctx.sctp_handler_context.write_outs.clear();
     ctx.dtls_handler_context.write_outs.clear();
@@ -82,11 +86,7 @@ fn a_queue_that_holds_messages_keeps_them_all_through_a_trim() {
         .build(base)
         .expect("build peer connection");
     for _ in 0..BURST {
-        pc.pipeline_context.write_outs.push_back(TaggedBytesMut {
-            now: base,
-            transport: Default::default(),
-            message: BytesMut::from(&b"datagram"[..]),
-        });
+        pc.pipeline_context.write_outs.push_back(datagram(base));
     }
 
     let _ = pc.handle_timeout(base + QUEUE_TRIM_INTERVAL);

@@ -98,6 +98,29 @@ macro_rules! for_each_handler {
     };
 }
 
+/// Burrow patch: `$f` called with each queue of the pipeline and of its handlers, in one
+/// list so that trimming them and counting them cannot miss one; its results in an array.
+/// A macro because the queues hold different message types.
+macro_rules! each_queue {
+    ($ctx:expr, $f:expr) => {
+        each_queue!(@ $ctx, $f;
+            demuxer_handler_context, ice_handler_context, dtls_handler_context,
+            sctp_handler_context, datachannel_handler_context, srtp_handler_context,
+            interceptor_handler_context, endpoint_handler_context;
+            media_read_outs, data_read_outs, write_outs, event_outs)
+    };
+    (@ $ctx:expr, $f:expr; $($handler:ident),*; $($queue:ident),*) => {
+        [
+            $(
+                $f(&mut $ctx.$handler.read_outs),
+                $f(&mut $ctx.$handler.write_outs),
+                $f(&mut $ctx.$handler.event_outs),
+            )*
+            $($f(&mut $ctx.$queue),)*
+        ]
+    };
+}
+
 pub(crate) struct PipelineContext {
     // Handler contexts
     pub(crate) demuxer_handler_context: DemuxerHandlerContext,
@@ -177,52 +200,13 @@ impl PipelineContext {
             return;
         }
         self.queues_trimmed_at = now;
-        macro_rules! trim_handler {
-            ($($context:ident),*) => {$(
-                trim_queue(&mut self.$context.read_outs);
-                trim_queue(&mut self.$context.write_outs);
-                trim_queue(&mut self.$context.event_outs);
-            )*};
-        }
-        trim_handler!(
-            demuxer_handler_context,
-            ice_handler_context,
-            dtls_handler_context,
-            sctp_handler_context,
-            datachannel_handler_context,
-            srtp_handler_context,
-            interceptor_handler_context,
-            endpoint_handler_context
-        );
-        trim_queue(&mut self.media_read_outs);
-        trim_queue(&mut self.data_read_outs);
-        trim_queue(&mut self.write_outs);
-        trim_queue(&mut self.event_outs);
+        each_queue!(self, trim_queue);
     }
 
     /// Burrow patch: the capacity, in messages, the pipeline's queues hold now.
     #[cfg(test)]
-    pub(crate) fn queue_capacity(&self) -> usize {
-        macro_rules! capacity {
-            ($($context:ident),*) => {0 $(
-                + self.$context.read_outs.capacity()
-                + self.$context.write_outs.capacity()
-                + self.$context.event_outs.capacity()
-            )*};
-        }
-        capacity!(
-            demuxer_handler_context,
-            ice_handler_context,
-            dtls_handler_context,
-            sctp_handler_context,
-            datachannel_handler_context,
-            srtp_handler_context,
-            interceptor_handler_context,
-            endpoint_handler_context
-        ) + self.media_read_outs.capacity()
-            + self.data_read_outs.capacity()
-            + self.write_outs.capacity()
-            + self.event_outs.capacity()
+    pub(crate) fn queue_capacity(&mut self) -> usize {
+        each_queue!(self, VecDeque::capacity).iter().sum()
     }
 }
 
