@@ -15,18 +15,17 @@
 //! is asked for; a URL counts as stored from the moment its store begins, whether or not the
 //! `put` then succeeds; and a removal only takes it out if no store of it began since.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The URLs the cache may hold (see the module docs).
 #[derive(Debug, Default)]
 pub struct StoredUrls {
-    /// Stored or being stored, from this worker's own stores and from the cache's keys.
-    known: HashSet<String>,
+    /// Stored or being stored, from this worker's own stores and from the cache's keys, each
+    /// with how many stores of it this worker began: a removal that completes after a newer
+    /// store began leaves the URL in.
+    known: HashMap<String, u64>,
     /// Whether the cache's keys have been read into `known`.
     loaded: bool,
-    /// Stores begun per URL, so that a removal that completes after a newer store began
-    /// leaves the URL in.
-    stores_begun: HashMap<String, u64>,
 }
 
 /// What a removal started: the URL and how many stores of it had begun by then.
@@ -45,39 +44,39 @@ impl StoredUrls {
 
     /// Whether the cache may hold a response for `url`, that is, whether it must be asked.
     pub fn may_hold(&self, url: &str) -> bool {
-        !self.loaded || self.known.contains(url)
+        !self.loaded || self.known.contains_key(url)
     }
 
     /// The cache's keys have been read: from now on only known URLs are asked for. Stores
     /// that began while they were read stay known.
     pub fn keys_read(&mut self, urls: impl IntoIterator<Item = String>) {
-        self.known.extend(urls);
+        for url in urls {
+            self.known.entry(url).or_default();
+        }
         self.loaded = true;
     }
 
     /// A store of `url` begins.
     pub fn store_begins(&mut self, url: &str) {
-        self.known.insert(url.to_owned());
-        *self.stores_begun.entry(url.to_owned()).or_default() += 1;
+        *self.known.entry(url.to_owned()).or_default() += 1;
     }
 
     /// A removal of `url` begins; pass what it returns to [`Self::removed`] when it is done.
     pub fn removal_begins(&self, url: &str) -> Removal {
         Removal {
             url: url.to_owned(),
-            stores_begun: self.stores_begun.get(url).copied().unwrap_or(0),
+            stores_begun: self.known.get(url).copied().unwrap_or(0),
         }
     }
 
     /// The removal is done: its URL is no longer stored, unless a store of it began since.
     pub fn removed(&mut self, removal: Removal) {
-        let begun_since = self
-            .stores_begun
+        if self
+            .known
             .get(&removal.url)
-            .is_some_and(|&n| n != removal.stores_begun);
-        if !begun_since {
+            .is_some_and(|&n| n == removal.stores_begun)
+        {
             self.known.remove(&removal.url);
-            self.stores_begun.remove(&removal.url);
         }
     }
 }
