@@ -14,17 +14,32 @@ use crate::ws::WebSocketInit;
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
 /** Options of {@link connect}. */
-export interface ConnectOptions {
+export type ConnectOptions = (TokenConnectOptions | AppConnectOptions) & {
+    /** Relayed candidates only (ICE transport policy "relay"), even where a direct path works. */
+    forceRelay?: boolean;
+    /** How long to wait for the tunnel to open, in milliseconds (default 20000). */
+    connectTimeoutMs?: number;
+};
+
+/** A page holding the user's API token. */
+export interface TokenConnectOptions {
     /** burrowd's base URL, e.g. "https://burrow.example". */
     url: string;
     /** The user's API token. */
     token: string;
     /** The workspace's name. */
     workspace: string;
-    /** Relayed candidates only (ICE transport policy "relay"), even where a direct path works. */
-    forceRelay?: boolean;
-    /** How long to wait for the tunnel to open, in milliseconds (default 20000). */
-    connectTimeoutMs?: number;
+    sessionUrl?: undefined;
+}
+
+/** A page on an app's own origin: burrowd reads the origin's HttpOnly cookie, and the
+ *  tunnel reaches that one app only. */
+export interface AppConnectOptions {
+    /** Where sessions are granted, e.g. "/.burrow/session" (relative to the page). */
+    sessionUrl: string;
+    url?: undefined;
+    token?: undefined;
+    workspace?: undefined;
 }
 
 /** What {@link Tunnel.stats} reports. */

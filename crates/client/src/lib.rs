@@ -14,8 +14,12 @@
 //! tunnel.close();
 //! ```
 //!
+//! On an app's own origin (`https://8080--dev--alice.apps.example`), a page connects with
+//! `connect({ sessionUrl: "/.burrow/session" })` instead: burrowd grants the session from the
+//! origin's HttpOnly cookie, and the tunnel reaches that one app's port only.
+//!
 //! `connect` follows the session flow of [`burrow_proto::signal`]: a session request with
-//! the user's token, the signaling WebSocket with the grant's ticket, an offer and trickled
+//! the user's token (or the app origin's cookie), the signaling WebSocket with the grant's ticket, an offer and trickled
 //! candidates, and a data channel labelled `burrow` that carries
 //! [`burrow_proto::tunnel`]'s frames. Rust callers (such as the `wasm-tests` crate) use the
 //! same types through [`Tunnel::connect`] and friends.

@@ -7,7 +7,7 @@ use burrow_proto::signal::{
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, RequestInit, Response, RtcConfiguration};
+use web_sys::{Headers, RequestCredentials, RequestInit, Response, RtcConfiguration};
 
 use crate::error::{ClientError, describe};
 
@@ -15,21 +15,44 @@ use crate::error::{ClientError, describe};
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 20_000;
 
 /// The options of `connect` (the `ConnectOptions` interface in TypeScript).
+///
+/// Two ways to be let in: `url` + `token` + `workspace` (a page holding the user's API token,
+/// as a tool on a page of its own would), or `session_url` alone (a page on an app's own
+/// origin, whose HttpOnly cookie burrowd reads: the page never sees a token, and the session
+/// reaches that one app only).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectOptions {
     /// burrowd's base URL, e.g. `https://burrow.example` (`http:` and `https:` only).
+    #[serde(default)]
     pub url: String,
     /// The user's API token.
+    #[serde(default)]
     pub token: String,
     /// The workspace's name.
+    #[serde(default)]
     pub workspace: String,
+    /// Where to ask for a session with the page's own cookie instead of a token, e.g.
+    /// `/.burrow/session` on an app's origin; relative URLs resolve against the page.
+    #[serde(default)]
+    pub session_url: Option<String>,
     /// Relayed candidates only, even where a direct path would work.
     #[serde(default)]
     pub force_relay: bool,
     /// How long to wait for the tunnel to come up.
     #[serde(default)]
     pub connect_timeout_ms: Option<u32>,
+}
+
+/// Where a session is asked for, and with what.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionEndpoint {
+    /// The URL to `POST` the [`SessionRequest`] to.
+    pub url: String,
+    /// `scheme://host` the grant's signaling path is relative to.
+    pub origin: String,
+    /// The bearer token, or `None` to send the page's cookies instead.
+    pub token: Option<String>,
 }
 
 impl ConnectOptions {
@@ -39,13 +62,48 @@ impl ConnectOptions {
             url: url.to_owned(),
             token: token.to_owned(),
             workspace: workspace.to_owned(),
+            session_url: None,
             force_relay: false,
             connect_timeout_ms: None,
         }
     }
 
-    /// The base URL without a trailing slash, checked to be http(s).
-    pub(crate) fn base_url(&self) -> Result<&str, ClientError> {
+    /// Options for a page on an app's origin: sessions from `session_url`, with its cookie.
+    pub fn with_session_url(session_url: &str) -> Self {
+        Self {
+            session_url: Some(session_url.to_owned()),
+            ..Self::new("", "", "")
+        }
+    }
+
+    /// The endpoint these options name, checked: http(s) only, and either a session URL or
+    /// all of url, token and workspace.
+    pub(crate) fn endpoint(&self) -> Result<SessionEndpoint, ClientError> {
+        if let Some(session_url) = &self.session_url {
+            if !(self.token.is_empty() && self.workspace.is_empty()) {
+                return Err(ClientError::Options(
+                    "sessionUrl goes without token and workspace: the session's cookie names them"
+                        .into(),
+                ));
+            }
+            let base = web_sys::window()
+                .and_then(|w| w.location().href().ok())
+                .unwrap_or_default();
+            let parsed = web_sys::Url::new_with_base(session_url, &base).map_err(|_| {
+                ClientError::Options(format!("sessionUrl {session_url:?} is not a URL"))
+            })?;
+            let protocol = parsed.protocol();
+            if protocol != "http:" && protocol != "https:" {
+                return Err(ClientError::Options(format!(
+                    "sessionUrl must be http(s), got {session_url:?}"
+                )));
+            }
+            return Ok(SessionEndpoint {
+                url: parsed.href(),
+                origin: parsed.origin(),
+                token: None,
+            });
+        }
         let base = self.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Options(format!(
@@ -59,29 +117,38 @@ impl ConnectOptions {
         if self.workspace.is_empty() {
             return Err(ClientError::Options("workspace is empty".into()));
         }
-        Ok(base)
+        let workspace = String::from(js_sys::encode_uri_component(&self.workspace));
+        Ok(SessionEndpoint {
+            url: format!("{base}{}", sessions_path(&workspace)),
+            origin: base.to_owned(),
+            token: Some(self.token.clone()),
+        })
     }
 }
 
-/// `POST {url}/api/v1/workspaces/{workspace}/sessions` with the user's token.
+/// `POST`s a session request to the endpoint: with the user's token, or with the page's
+/// cookies (`credentials: same-origin`) for a session URL.
 ///
 /// burrowd's refusals (401, 403, 404, 409) come back as [`ClientError::Api`], whose message
 /// starts with the error code ("unauthorized: ...").
-pub(crate) async fn request_session(opts: &ConnectOptions) -> Result<SessionGrant, ClientError> {
-    let base = opts.base_url()?;
-    let workspace = String::from(js_sys::encode_uri_component(&opts.workspace));
-    let url = format!("{base}{}", sessions_path(&workspace));
+pub(crate) async fn request_session(
+    opts: &ConnectOptions,
+    endpoint: &SessionEndpoint,
+) -> Result<SessionGrant, ClientError> {
+    let url = endpoint.url.clone();
     let body = serde_json::to_string(&SessionRequest {
         force_relay: opts.force_relay,
     })
     .map_err(|e| ClientError::Options(e.to_string()))?;
 
     let headers = Headers::new().map_err(|e| ClientError::webrtc("Headers", e))?;
-    let auth = format!("Bearer {}", opts.token);
-    for (name, value) in [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ] {
+    let auth = endpoint.token.as_ref().map(|t| format!("Bearer {t}"));
+    let pairs = [
+        ("Authorization", auth.as_deref()),
+        ("Content-Type", Some("application/json")),
+    ];
+    for (name, value) in pairs {
+        let Some(value) = value else { continue };
         headers
             .set(name, value)
             .map_err(|e| ClientError::Options(format!("{name} header: {}", describe(&e))))?;
@@ -90,6 +157,12 @@ pub(crate) async fn request_session(opts: &ConnectOptions) -> Result<SessionGran
     init.set_method("POST");
     init.set_headers(&headers);
     init.set_body(&JsValue::from_str(&body));
+    init.set_credentials(if endpoint.token.is_some() {
+        // A token page's cookies are not burrowd's business.
+        RequestCredentials::Omit
+    } else {
+        RequestCredentials::SameOrigin
+    });
 
     let window = web_sys::window()
         .ok_or_else(|| ClientError::Options("burrow-client needs a window (a page)".into()))?;

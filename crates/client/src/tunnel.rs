@@ -648,8 +648,9 @@ impl Tunnel {
 
 /// Asks burrowd for a session and negotiates a peer connection with the agent.
 async fn establish(opts: &ConnectOptions) -> Result<Rc<RefCell<Inner>>, ClientError> {
-    let base = opts.base_url()?.to_owned();
-    let grant = request_session(opts).await?;
+    let endpoint = opts.endpoint()?;
+    let grant = request_session(opts, &endpoint).await?;
+    let base = endpoint.origin;
     let timeout_ms = opts
         .connect_timeout_ms
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
