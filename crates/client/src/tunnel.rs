@@ -1076,6 +1076,11 @@ impl Tunnel {
         let mut inner = session.borrow_mut();
         inner.dc_open = false;
         inner.dc.close();
+        // The channel's close is a stream reset the agent must still receive; closing the
+        // connection too sends SCTP's ABORT at once. A frame of another process (an app's
+        // shell in the dashboard's view) may have its process ended right after pagehide,
+        // before the reset is on its way.
+        inner.pc.close();
     }
 
     /// Whether the tunnel is closed.
