@@ -1,84 +1,48 @@
-//! Where an app lives in the page's URL space, and the rewriting that keeps it there.
+//! What the service worker leaves to burrowd, and the rewriting that keeps an app on its
+//! own origin.
 //!
-//! An app on a workspace's port `P` is shown at `/@WORKSPACE/apps/P/` on burrowd's
-//! origin; the app itself sees the rest of the path (`/@dev/apps/8080/static/x.js` is
-//! `/static/x.js` on port 8080). Pure functions: tested natively, used by the service
-//! worker in Wasm.
+//! Each app has an origin of its own (`http://8080--dev--alice.apps.example`), and the app
+//! sees the page's path and query as they are. Only Burrow's reserved prefix
+//! ([`RESERVED_PREFIX`]) and top-level documents (whose answer is Burrow's shell page, the
+//! window holding the app's tunnel) go to burrowd. Pure functions: tested natively, used by
+//! the service worker in Wasm.
 
-/// The path of the script inserted into every HTML page the service worker serves: it
+/// The path prefix of Burrow's own files on an app origin (its worker, the shell page, the
+/// shim, the Wasm packages, the session endpoints). Apps cannot have paths under it.
+pub const RESERVED_PREFIX: &str = "/.burrow/";
+
+/// The path of the script inserted into every HTML document the service worker serves: it
 /// replaces `window.WebSocket` with the tunnelled one. A same-origin script file, not an
 /// inline script, so apps whose Content-Security-Policy allows `'self'` scripts (code-server
 /// does) still run it.
-pub const WS_SHIM_PATH: &str = "/burrow-ws-shim.js";
+pub const WS_SHIM_PATH: &str = "/.burrow/shim.js";
 
 /// How far into an HTML document the `<head>` tag is looked for before the script goes in
 /// at the start (after any doctype) instead.
 pub const HEAD_SEARCH_LIMIT: usize = 16 * 1024;
 
-/// An app request: which workspace, which port, and the path the app sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppTarget {
-    /// The workspace's name.
-    pub workspace: String,
-    /// The workspace port the app listens on.
-    pub port: u16,
-    /// Path and query as the app sees them; always starts with `/`.
-    pub rest: String,
-    /// Whether the URL ended at the port with no slash (`/@dev/apps/8080`): relative links
-    /// would resolve outside the app, so navigations are redirected to the slash form.
-    pub missing_slash: bool,
+/// Whether a request for `path` is the app's (the worker forwards it through the tunnel)
+/// rather than Burrow's. `/.burrow` itself and everything under it is Burrow's.
+pub fn is_app_path(path: &str) -> bool {
+    !(path == RESERVED_PREFIX.trim_end_matches('/') || path.starts_with(RESERVED_PREFIX))
 }
 
-impl AppTarget {
-    /// The scope prefix, without a trailing slash: `/@dev/apps/8080`.
-    pub fn prefix(&self) -> String {
-        format!("/@{}/apps/{}", self.workspace, self.port)
-    }
-}
-
-/// Parses a path and query (`/@dev/apps/8080/a?b`) into its app target; `None` for paths
-/// outside any app scope or with a port that is not a number in 1..=65535.
-pub fn parse_app_path(path_and_query: &str) -> Option<AppTarget> {
-    let after_at = path_and_query.strip_prefix("/@")?;
-    let (workspace, after_ws) = after_at.split_once('/')?;
-    if workspace.is_empty() {
+/// The workspace port of the app whose origin has `hostname`: the number that starts its
+/// first label (`8080--dev--alice.apps.example` is port 8080). `None` for any other host.
+pub fn app_port(hostname: &str) -> Option<u16> {
+    let label = hostname.split('.').next()?;
+    let (port, _) = label.split_once("--")?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let after_apps = after_ws.strip_prefix("apps/")?;
-    let port_end = after_apps.find(['/', '?', '#']).unwrap_or(after_apps.len());
-    let port: u16 = after_apps[..port_end].parse().ok().filter(|p| *p != 0)?;
-    if !after_apps[..port_end].bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let tail = &after_apps[port_end..];
-    let (rest, missing_slash) = if tail.starts_with('/') {
-        (tail.to_owned(), false)
-    } else {
-        (format!("/{tail}"), true)
-    };
-    Some(AppTarget {
-        workspace: workspace.to_owned(),
-        port,
-        rest,
-        missing_slash,
-    })
+    port.parse().ok().filter(|p| *p != 0)
 }
 
-/// Rewrites a redirect's `Location` so the browser stays inside the app's scope.
-///
-/// - `/x` (absolute path) becomes `/@WS/apps/PORT/x`;
-/// - `http://localhost:PORT/x`, `http://127.0.0.1:PORT/x`, and URLs on the page's own host
-///   (`page_host`, which the app saw as its `Host`) become `/@WS/apps/PORT/x`, unless
-///   already inside the scope;
-/// - relative references (`./x`, `x`, `?q`) and other hosts are left alone.
-pub fn rewrite_location(location: &str, target: &AppTarget, page_host: &str) -> String {
-    let prefix = target.prefix();
-    if location.starts_with('/') && !location.starts_with("//") {
-        if location == prefix || location.starts_with(&format!("{prefix}/")) {
-            return location.to_owned();
-        }
-        return format!("{prefix}{location}");
-    }
+/// Rewrites a redirect's `Location` so the browser stays on the app's origin: a URL the app
+/// built from its own listening address (`http://localhost:PORT/x`, `http://127.0.0.1:PORT/x`)
+/// becomes the path `/x`. Paths, relative references, the page's own URLs and other hosts
+/// are left alone (the app saw the page's host as its `Host`, so its absolute URLs name it).
+pub fn rewrite_location(location: &str, app_port: u16) -> String {
     let Some((scheme, after_scheme)) = location.split_once("://") else {
         return location.to_owned();
     };
@@ -91,30 +55,17 @@ pub fn rewrite_location(location: &str, target: &AppTarget, page_host: &str) -> 
     let authority = &after_scheme[..authority_end];
     let path = &after_scheme[authority_end..];
     let app_hosts = [
-        format!("localhost:{}", target.port),
-        format!("127.0.0.1:{}", target.port),
+        format!("localhost:{app_port}"),
+        format!("127.0.0.1:{app_port}"),
     ];
-    let is_app = app_hosts.iter().any(|h| h.eq_ignore_ascii_case(authority));
-    let is_page = authority.eq_ignore_ascii_case(page_host);
-    if !is_app && !is_page {
+    if !app_hosts.iter().any(|h| h.eq_ignore_ascii_case(authority)) {
         return location.to_owned();
     }
-    let path = if path.starts_with('/') {
+    if path.starts_with('/') {
         path.to_owned()
     } else {
         format!("/{path}")
-    };
-    if is_page && (path == prefix || path.starts_with(&format!("{prefix}/"))) {
-        return path;
     }
-    format!("{prefix}{path}")
-}
-
-/// Rewrites a `Set-Cookie`-style `Path` so a cookie the app sets for `/x` applies to the
-/// page's `/@WS/apps/PORT/x`.
-pub fn scoped_cookie_path(path: Option<&str>, target: &AppTarget) -> String {
-    let path = path.filter(|p| p.starts_with('/')).unwrap_or("/");
-    format!("{}{}", target.prefix(), path)
 }
 
 /// Inserts the WebSocket shim's `<script>` into a streamed HTML document: right after the
@@ -225,90 +176,65 @@ fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn target(rest: &str) -> AppTarget {
-        parse_app_path(&format!("/@dev/apps/8080{rest}")).expect("an app path")
-    }
-
     #[test]
-    fn app_paths_name_workspace_port_and_the_path_the_app_sees() {
-        let t = target("/static/x.js?v=1");
-        assert_eq!(t.workspace, "dev");
-        assert_eq!(t.port, 8080);
-        assert_eq!(t.rest, "/static/x.js?v=1");
-        assert!(!t.missing_slash);
-        let bare = target("");
-        assert_eq!(bare.rest, "/");
-        assert!(bare.missing_slash);
-        assert_eq!(target("?a=b").rest, "/?a=b");
-    }
-
-    #[test]
-    fn paths_outside_an_app_scope_are_not_app_paths() {
+    fn burrows_reserved_prefix_is_not_the_apps() {
+        for p in [
+            "/.burrow",
+            "/.burrow/",
+            "/.burrow/sw.js",
+            "/.burrow/pkg/x.wasm",
+        ] {
+            assert!(!is_app_path(p), "{p}");
+        }
         for p in [
             "/",
-            "/api/v1/workspaces",
-            "/@dev/apps/",
-            "/@dev/apps/0/",
-            "/@dev/apps/65536/",
-            "/@dev/apps/+80/",
-            "/@dev/other/80/",
-            "/@/apps/80/",
+            "/.burrowed",
+            "/a/.burrow/x",
+            "/static/x.js",
+            "/.well-known/x",
         ] {
-            assert_eq!(parse_app_path(p), None, "{p}");
+            assert!(is_app_path(p), "{p}");
         }
     }
 
     #[test]
-    fn redirects_to_the_app_or_page_host_stay_in_the_scope() {
-        let t = target("/");
-        let page = "127.0.0.1:9000";
-        assert_eq!(
-            rewrite_location("/login", &t, page),
-            "/@dev/apps/8080/login"
-        );
-        assert_eq!(
-            rewrite_location("http://localhost:8080/a?b", &t, page),
-            "/@dev/apps/8080/a?b"
-        );
-        assert_eq!(
-            rewrite_location("http://127.0.0.1:9000/x", &t, page),
-            "/@dev/apps/8080/x"
-        );
-        assert_eq!(
-            rewrite_location("http://127.0.0.1:9000/@dev/apps/8080/x", &t, page),
-            "/@dev/apps/8080/x"
-        );
-        assert_eq!(
-            rewrite_location("/@dev/apps/8080/y", &t, page),
-            "/@dev/apps/8080/y"
-        );
-        assert_eq!(
-            rewrite_location("http://localhost:8080", &t, page),
-            "/@dev/apps/8080/"
-        );
+    fn the_apps_port_is_the_first_part_of_its_label() {
+        assert_eq!(app_port("8080--dev--alice.localhost"), Some(8080));
+        assert_eq!(app_port("22--w--u.apps.example.com"), Some(22));
+        for h in [
+            "localhost",
+            "127.0.0.1",
+            "0--dev--a.x",
+            "+80--d--a.x",
+            "99999--d--a.x",
+            "dev--8080.x",
+        ] {
+            assert_eq!(app_port(h), None, "{h}");
+        }
     }
 
     #[test]
-    fn relative_and_foreign_redirects_are_left_alone() {
-        let t = target("/");
-        let page = "127.0.0.1:9000";
+    fn redirects_to_the_apps_own_address_stay_on_its_origin() {
+        assert_eq!(rewrite_location("http://localhost:8080/a?b", 8080), "/a?b");
+        assert_eq!(rewrite_location("http://127.0.0.1:8080/x", 8080), "/x");
+        assert_eq!(rewrite_location("HTTP://LOCALHOST:8080", 8080), "/");
+        assert_eq!(rewrite_location("http://localhost:8080?q", 8080), "/?q");
+    }
+
+    #[test]
+    fn paths_relative_and_foreign_redirects_are_left_alone() {
         for l in [
+            "/login",
             "./?folder=/w",
             "login",
             "?q",
             "https://example.com/x",
             "//example.com/x",
+            "http://localhost:9090/other-port",
+            "http://8080--dev--alice.localhost:9000/x",
         ] {
-            assert_eq!(rewrite_location(l, &t, page), l);
+            assert_eq!(rewrite_location(l, 8080), l);
         }
-    }
-
-    #[test]
-    fn cookie_paths_move_under_the_scope() {
-        let t = target("/");
-        assert_eq!(scoped_cookie_path(Some("/"), &t), "/@dev/apps/8080/");
-        assert_eq!(scoped_cookie_path(Some("/a"), &t), "/@dev/apps/8080/a");
-        assert_eq!(scoped_cookie_path(None, &t), "/@dev/apps/8080/");
     }
 
     fn inject(chunks: &[&str]) -> String {

@@ -85,8 +85,8 @@ impl StoredUrls {
 mod tests {
     use super::*;
 
-    const A: &str = "http://127.0.0.1:8080/@dev/apps/3000/a.js";
-    const B: &str = "http://127.0.0.1:8080/@dev/apps/3000/b.js";
+    const A: &str = "http://3000--dev--alice.localhost:8080/a.js";
+    const B: &str = "http://3000--dev--alice.localhost:8080/b.js";
 
     #[test]
     fn every_url_is_asked_for_until_the_keys_are_read() {

@@ -1,7 +1,6 @@
 //! The service worker's event handlers (Wasm only). See the crate docs for the protocol.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
@@ -20,9 +19,9 @@ use web_sys::{
 use burrow_proto::http_cache::{self, FetchCacheMode, Lookup};
 
 use crate::cache;
-use crate::scope::{AppTarget, HtmlInjector, WS_SHIM_PATH, parse_app_path, rewrite_location};
+use crate::scope::{HtmlInjector, WS_SHIM_PATH, app_port, rewrite_location};
 
-/// How long a window gets to hand over a port for a workspace.
+/// How long a shell window gets to hand over its port.
 const PORT_WAIT: Duration = Duration::from_secs(4);
 /// How long a port gets to acknowledge a request before it counts as dead (its window
 /// closed or navigated away: posting to such a port fails silently).
@@ -39,26 +38,28 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
+/// This origin is one app, so one port serves every request: any shell window of the
+/// origin holds a tunnel to that app and nothing else.
 #[derive(Default)]
 struct State {
-    /// The live port of each workspace's owning window.
-    ports: HashMap<String, MessagePort>,
-    /// The client id of the window each port came from, to tell whether it is still open.
-    owners: HashMap<String, String>,
-    /// Requests waiting for a workspace's port.
-    waiters: HashMap<String, Vec<oneshot::Sender<MessagePort>>>,
+    /// The live port of a shell window.
+    port: Option<MessagePort>,
+    /// The client id of the window the port came from, to tell whether it is still open.
+    owner: Option<String>,
+    /// Requests waiting for a port.
+    waiters: Vec<oneshot::Sender<MessagePort>>,
 }
 
 /// Why a request could not be answered by the app.
 #[derive(Debug, thiserror::Error)]
 enum SwError {
     #[error(
-        "no Burrow dashboard window is open with a tunnel to workspace {0:?}: open the dashboard, then reload"
+        "no Burrow window holds this app's tunnel: reload the page, or open the app again from the dashboard"
     )]
-    NoWindow(String),
+    NoWindow,
     #[error("the port did not acknowledge the request")]
     NoAck,
-    #[error("the dashboard window went away during the request")]
+    #[error("the app's Burrow window went away during the request")]
     WindowGone,
     #[error("the app did not answer within {0:?}")]
     HeadTimeout(Duration),
@@ -85,7 +86,8 @@ fn scope() -> Result<ServiceWorkerGlobalScope, SwError> {
         .map_err(|_| SwError::Js("not running in a service worker".into()))
 }
 
-/// Answers a fetch event under `/@WORKSPACE/apps/PORT/`: a promise of the `Response` for
+/// Answers a fetch event for the app (the bootstrap hands over only requests outside
+/// `/.burrow/` that are not top-level documents): a promise of the `Response` for
 /// `respondWith`. It always resolves: failures become an error page (502/503).
 #[wasm_bindgen(js_name = handleFetch)]
 pub fn handle_fetch(event: FetchEvent) -> Promise {
@@ -93,15 +95,14 @@ pub fn handle_fetch(event: FetchEvent) -> Promise {
     future_to_promise(async move { Ok(respond(request).await.into()) })
 }
 
-/// Takes a `message` event from a window: a port for a workspace's requests
-/// (`{burrow: "port"}`), or an app page's request for a WebSocket line to the window that
-/// owns the workspace's tunnel (`{burrow: "ws-port"}`: the page's port is passed on to that
-/// window, which then speaks to the page directly). Returns a promise for `waitUntil`.
+/// Takes a `message` event from a window of this origin: a shell's port for the app's
+/// requests (`{burrow: "port"}`), or an app page's request for a WebSocket line to a shell
+/// (`{burrow: "ws-port"}`: the page's port is passed on to the shell, which then speaks to
+/// the page directly). Returns a promise for `waitUntil`.
 #[wasm_bindgen(js_name = handleMessage)]
 pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     let data = event.data();
-    let port = event.ports().get(0).dyn_into::<MessagePort>().ok();
-    let (Some(workspace), Some(port)) = (get_str(&data, "workspace"), port) else {
+    let Some(port) = event.ports().get(0).dyn_into::<MessagePort>().ok() else {
         return Promise::resolve(&JsValue::UNDEFINED);
     };
     match get_str(&data, "burrow").as_deref() {
@@ -110,11 +111,11 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
                 .source()
                 .and_then(|source| source.dyn_into::<Client>().ok())
                 .map(|client| client.id());
-            adopt_port(workspace, port, owner);
+            adopt_port(port, owner);
             Promise::resolve(&JsValue::UNDEFINED)
         }
         Some("ws-port") => future_to_promise(async move {
-            if let Err(e) = broker_web_socket(&workspace, &port).await {
+            if let Err(e) = broker_web_socket(&port).await {
                 // The page's side learns through its port; it reports a failed WebSocket.
                 let msg = Object::new();
                 let _ = set(&msg, "ev", &"fail".into());
@@ -127,34 +128,37 @@ pub fn handle_message(event: ExtendableMessageEvent) -> Promise {
     }
 }
 
-fn adopt_port(workspace: String, port: MessagePort, owner: Option<String>) {
+fn adopt_port(port: MessagePort, owner: Option<String>) {
     STATE.with_borrow_mut(|s| {
         // The first window to answer wins; later answers are closed so that window's
         // side does not wait on a port nobody uses.
-        if s.ports.contains_key(&workspace) {
+        if s.port.is_some() {
             port.close();
             return;
         }
-        s.ports.insert(workspace.clone(), port.clone());
-        match owner {
-            Some(owner) => s.owners.insert(workspace.clone(), owner),
-            None => s.owners.remove(&workspace),
-        };
-        for waiter in s.waiters.remove(&workspace).unwrap_or_default() {
+        s.port = Some(port.clone());
+        s.owner = owner;
+        for waiter in std::mem::take(&mut s.waiters) {
             let _ = waiter.send(port.clone());
         }
     });
 }
 
-/// Hands an app page's port to the window owning `workspace`'s tunnel. A dead cached port
-/// goes unnoticed here; the page times out waiting for the window's `ready`.
-async fn broker_web_socket(workspace: &str, page_port: &MessagePort) -> Result<(), SwError> {
-    let host = workspace_port(workspace).await?;
+/// Hands an app page's port to a shell. A dead cached port goes unnoticed here; the page
+/// times out waiting for the shell's `ready`.
+async fn broker_web_socket(page_port: &MessagePort) -> Result<(), SwError> {
+    let host = shell_port().await?;
     let msg = Object::new();
     set(&msg, "burrow", &"ws-connect".into())?;
-    set(&msg, "workspace", &workspace.into())?;
     host.post_message_with_transferable(&msg, &Array::of1(page_port))?;
     Ok(())
+}
+
+/// The app's port on the workspace (its origin's label says), for rewriting the app's
+/// redirects to its own address.
+fn this_app_port() -> Result<u16, SwError> {
+    let host = scope()?.location().hostname();
+    app_port(&host).ok_or_else(|| SwError::Js(format!("{host:?} is not an app origin")))
 }
 
 async fn respond(request: Request) -> Response {
@@ -162,51 +166,53 @@ async fn respond(request: Request) -> Response {
         Ok(u) => u,
         Err(e) => return error_page(400, &SwError::from(e).to_string()),
     };
-    let Some(target) = parse_app_path(&format!("{}{}", page.pathname(), page.search())) else {
-        return error_page(404, "not an app path: /@WORKSPACE/apps/PORT/...");
+    let app_port = match this_app_port() {
+        Ok(p) => p,
+        Err(e) => return error_page(500, &e.to_string()),
     };
-    let navigate = request.mode() == RequestMode::Navigate;
-    if navigate && target.missing_slash {
-        return redirect(&format!("{}/{}", target.prefix(), page.search()));
-    }
-    match forward_cached(&request, &target, navigate, &page.host()).await {
+    let target = AppRequest {
+        path: format!("{}{}", page.pathname(), page.search()),
+        app_port,
+        navigate: request.mode() == RequestMode::Navigate,
+    };
+    match forward_cached(&request, &target).await {
         Ok(r) => r,
-        Err(e @ SwError::NoWindow(_)) => error_page(503, &e.to_string()),
+        Err(e @ SwError::NoWindow) => error_page(503, &e.to_string()),
         Err(e) => error_page(502, &e.to_string()),
     }
 }
 
+/// What the app is asked for.
+struct AppRequest {
+    /// Path and query, as the page asked for them (the app sees them unchanged).
+    path: String,
+    /// The workspace port the app listens on.
+    app_port: u16,
+    /// A navigation: it sees redirects itself, and an HTML answer gets the shim.
+    navigate: bool,
+}
+
 /// [`forward`], through the HTTP cache (see [`crate::cache`]) where the request allows.
 ///
-/// A stored response is served only while a dashboard window that may reach the workspace is
-/// open (see [`live_workspace_port`]): without one the page gets the same 503 as for anything
-/// else, so closing the dashboard ends access to an app's cached content as it ends live
-/// access.
-async fn forward_cached(
-    request: &Request,
-    target: &AppTarget,
-    navigate: bool,
-    page_host: &str,
-) -> Result<Response, SwError> {
+/// A stored response is served only while a shell window holding the app's tunnel is open
+/// (see [`live_shell_port`]): without one the page gets the same 503 as for anything else,
+/// so losing access to the app ends access to its cached content too.
+async fn forward_cached(request: &Request, target: &AppRequest) -> Result<Response, SwError> {
     let method = http::Method::from_bytes(request.method().as_bytes())
         .map_err(|_| SwError::Js("a request method the http crate refuses".into()))?;
     let mode = FetchCacheMode::from_fetch(&get_str(request, "cache").unwrap_or_default());
     let asked = cache::header_map(&request.headers());
     if !http_cache::request_uses_cache(&method, &asked, mode) {
-        return Ok(forward(request, target, navigate, page_host, None)
-            .await?
-            .response);
+        return Ok(forward(request, target, None).await?.response);
     }
     let Some(store) = cache::open(&scope()?).await else {
-        return Ok(forward(request, target, navigate, page_host, None)
-            .await?
-            .response);
+        return Ok(forward(request, target, None).await?.response);
     };
     let found = cache::find(&store, request).await;
     let had_stored = found.is_some();
     let (stored, conditional) = match found {
         Some(s) => {
-            live_workspace_port(&target.workspace).await?;
+            live_shell_port().await?;
             match http_cache::lookup(mode, &asked, &s.headers, s.received_ms, now_ms()) {
                 Lookup::Use => return Ok(s.serve()?),
                 Lookup::Revalidate(headers) => (Some(s), Some(headers)),
@@ -224,7 +230,7 @@ async fn forward_cached(
     let Forwarded {
         response,
         redirected,
-    } = forward(request, target, navigate, page_host, conditional.as_ref()).await?;
+    } = forward(request, target, conditional.as_ref()).await?;
     let now = now_ms();
     let headers = cache::header_map(&response.headers());
     let status =
@@ -263,11 +269,10 @@ fn now_ms() -> u64 {
 
 async fn forward(
     request: &Request,
-    target: &AppTarget,
-    navigate: bool,
-    page_host: &str,
+    target: &AppRequest,
     conditional: Option<&http::HeaderMap>,
 ) -> Result<Forwarded, SwError> {
+    let navigate = target.navigate;
     let method = request.method();
     let body = if method == "GET" || method == "HEAD" {
         JsValue::NULL
@@ -296,12 +301,10 @@ async fn forward(
     };
     let msg = Object::new();
     set(&msg, "burrow", &"fetch".into())?;
-    set(&msg, "workspace", &target.workspace.as_str().into())?;
-    set(&msg, "port", &target.port.into())?;
     set(
         &msg,
         "url",
-        &format!("http://localhost:{}{}", target.port, target.rest).into(),
+        &format!("http://localhost:{}{}", target.app_port, target.path).into(),
     )?;
     set(&msg, "method", &method.as_str().into())?;
     set(&msg, "headers", &headers)?;
@@ -311,25 +314,23 @@ async fn forward(
 
     // One retry: a cached port can belong to a window that has gone.
     for _ in 0..2 {
-        let port = workspace_port(&target.workspace).await?;
+        let port = shell_port().await?;
         match exchange(&port, &msg).await {
             Ok(reply) => {
                 return Ok(Forwarded {
-                    response: build_response(&reply, target, &method, page_host)?,
+                    response: build_response(&reply, target, &method)?,
                     redirected: Reflect::get(&reply, &"redirected".into())
                         .is_ok_and(|v| v.is_truthy()),
                 });
             }
-            Err(SwError::NoAck) => forget_port(&target.workspace, &port),
+            Err(SwError::NoAck) => forget_port(&port),
             // The window died after accepting: safe to ask another window only when
             // repeating the request cannot repeat its effect.
-            Err(SwError::WindowGone) if method == "GET" || method == "HEAD" => {
-                forget_port(&target.workspace, &port)
-            }
+            Err(SwError::WindowGone) if method == "GET" || method == "HEAD" => forget_port(&port),
             Err(e) => return Err(e),
         }
     }
-    Err(SwError::NoWindow(target.workspace.clone()))
+    Err(SwError::NoWindow)
 }
 
 fn redirect_mode(request: &Request) -> String {
@@ -339,13 +340,13 @@ fn redirect_mode(request: &Request) -> String {
         .unwrap_or_else(|| "follow".into())
 }
 
-/// The workspace's port: cached, or asked of the window clients.
-async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
-    if let Some(p) = STATE.with_borrow(|s| s.ports.get(workspace).cloned()) {
+/// A shell's port: cached, or asked of the window clients.
+async fn shell_port() -> Result<MessagePort, SwError> {
+    if let Some(p) = STATE.with_borrow(|s| s.port.clone()) {
         return Ok(p);
     }
     let (tx, rx) = oneshot::channel();
-    STATE.with_borrow_mut(|s| s.waiters.entry(workspace.to_owned()).or_default().push(tx));
+    STATE.with_borrow_mut(|s| s.waiters.push(tx));
     let options = ClientQueryOptions::new();
     options.set_include_uncontrolled(true);
     options.set_type(ClientType::Window);
@@ -354,7 +355,6 @@ async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
         .unchecked_into();
     let ask = Object::new();
     set(&ask, "burrow", &"port-request".into())?;
-    set(&ask, "workspace", &workspace.into())?;
     let mut asked = 0;
     for client in clients.iter() {
         if let Ok(client) = client.dyn_into::<Client>()
@@ -364,24 +364,24 @@ async fn workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
         }
     }
     if asked == 0 {
-        return Err(SwError::NoWindow(workspace.to_owned()));
+        return Err(SwError::NoWindow);
     }
     let timeout = TimeoutFuture::new(millis(PORT_WAIT));
     pin_mut!(rx);
     match future::select(rx, timeout).await {
         future::Either::Left((Ok(port), _)) => Ok(port),
-        _ => Err(SwError::NoWindow(workspace.to_owned())),
+        _ => Err(SwError::NoWindow),
     }
 }
 
-/// [`workspace_port`], checked against the window that handed the port over. A cached port
-/// of a closed window goes unnoticed until a request through it gets no answer, and a
-/// request answered from the cache sends none: without this look, cached content would stay
-/// reachable after the dashboard closed.
-async fn live_workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
+/// [`shell_port`], checked against the window that handed the port over. A cached port of
+/// a closed window goes unnoticed until a request through it gets no answer, and a request
+/// answered from the cache sends none: without this look, cached content would stay
+/// reachable after the last shell closed.
+async fn live_shell_port() -> Result<MessagePort, SwError> {
     for _ in 0..2 {
-        let port = workspace_port(workspace).await?;
-        let Some(owner) = STATE.with_borrow(|s| s.owners.get(workspace).cloned()) else {
+        let port = shell_port().await?;
+        let Some(owner) = STATE.with_borrow(|s| s.owner.clone()) else {
             // Only a port whose message had no window as its source; nothing to look at.
             return Ok(port);
         };
@@ -389,16 +389,16 @@ async fn live_workspace_port(workspace: &str) -> Result<MessagePort, SwError> {
         if client.is_object() {
             return Ok(port);
         }
-        forget_port(workspace, &port);
+        forget_port(&port);
     }
-    Err(SwError::NoWindow(workspace.to_owned()))
+    Err(SwError::NoWindow)
 }
 
-fn forget_port(workspace: &str, port: &MessagePort) {
+fn forget_port(port: &MessagePort) {
     STATE.with_borrow_mut(|s| {
-        if s.ports.get(workspace).is_some_and(|p| p == port) {
-            s.ports.remove(workspace);
-            s.owners.remove(workspace);
+        if s.port.as_ref().is_some_and(|p| p == port) {
+            s.port = None;
+            s.owner = None;
         }
     });
     port.close();
@@ -488,12 +488,7 @@ fn reply_to_result(m: JsValue) -> Result<JsValue, SwError> {
     }
 }
 
-fn build_response(
-    reply: &JsValue,
-    target: &AppTarget,
-    method: &str,
-    page_host: &str,
-) -> Result<Response, SwError> {
+fn build_response(reply: &JsValue, target: &AppRequest, method: &str) -> Result<Response, SwError> {
     let status = Reflect::get(reply, &"status".into())?
         .as_f64()
         .and_then(|s| u16::try_from(s as i64).ok())
@@ -503,6 +498,8 @@ fn build_response(
         .dyn_into()
         .map_err(|_| SwError::Js("reply without headers".into()))?;
     let mut encoded = false;
+    // Only a document the browser shows runs scripts: a fetched HTML body (or an error
+    // answer to one) keeps its bytes as the app sent them.
     let mut is_html = false;
     let mut kept = Vec::new();
     for pair in pairs.iter() {
@@ -515,7 +512,11 @@ fn build_response(
             "content-encoding" => encoded = true,
             // Hop-by-hop, or set by the browser from the body it gets.
             "transfer-encoding" | "connection" | "keep-alive" | "set-cookie" => continue,
-            "content-type" if value.to_ascii_lowercase().starts_with("text/html") => is_html = true,
+            "content-type"
+                if target.navigate && value.to_ascii_lowercase().starts_with("text/html") =>
+            {
+                is_html = true
+            }
             _ => {}
         }
         kept.push((lower, value));
@@ -530,7 +531,7 @@ fn build_response(
             continue;
         }
         let value = if name == "location" {
-            rewrite_location(&value, target, page_host)
+            rewrite_location(&value, target.app_port)
         } else {
             value
         };
@@ -596,17 +597,6 @@ fn inject_shim(body: ReadableStream) -> ReadableStream {
     wasm_streams::ReadableStream::from_stream(chunks)
         .into_raw()
         .unchecked_into()
-}
-
-fn redirect(location: &str) -> Response {
-    let headers = Headers::new();
-    let init = ResponseInit::new();
-    init.set_status(308);
-    if let Ok(h) = &headers {
-        let _ = h.set("location", location);
-        init.set_headers(h);
-    }
-    Response::new_with_opt_str_and_init(None, &init).unwrap_or_else(|_| fallback_response())
 }
 
 /// A small HTML page saying what went wrong, for a person looking at the frame.
