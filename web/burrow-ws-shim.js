@@ -1,34 +1,59 @@
-// Inserted by Burrow's service worker as the first script of every app page it serves
-// (/@WORKSPACE/apps/PORT/...): replaces window.WebSocket with one that goes through the
-// dashboard's tunnel. The app page does not own the tunnel; the dashboard window that
-// frames it does (window.top.__burrowHost, same origin). WebSockets to anywhere other
-// than an app scope on this origin, or with no dashboard above, use the browser's own.
+// Inserted by Burrow's service worker as the first script of every app document it serves
+// (on the app's own origin): replaces window.WebSocket with one that goes through the app's
+// tunnel, held by Burrow's shell window (/.burrow/shell.js) that frames the app (same
+// origin: `parent.__burrowShell`, or further up for the app's own frames). A page with no
+// shell above it gets its WebSockets brokered by the service worker to a shell. WebSockets
+// to any other origin, or to Burrow's reserved /.burrow/ paths, use the browser's own.
+// For the app's frame directly under a top-level shell, it also tells the shell where the
+// frame is, so the address bar and the title follow the app.
 (() => {
   "use strict";
   const Native = window.WebSocket;
   if (Native.__burrow) return;
-  const APP = /^\/@([^/]+)\/apps\/(\d+)(\/[^#]*)?$/;
-  if (!APP.test(location.pathname)) return;
-  // The boot page (web/app.html) notes when it reloads into the worker; we got here.
-  try { sessionStorage.removeItem("burrow.boot:" + location.pathname); } catch {}
+  const RESERVED = "/.burrow/";
 
-  const ownerHost = () => {
-    try {
-      return window.top.__burrowHost || null;
-    } catch {
-      return null;
+  /** The nearest window above with Burrow's shell (same origin), or null. */
+  const shellWindow = () => {
+    for (let w = window; w !== w.parent; ) {
+      w = w.parent;
+      try {
+        if (w.__burrowShell) return w;
+      } catch {
+        return null; // A window of another origin: no shell of this app above it.
+      }
     }
+    return null;
   };
+  const owner = shellWindow();
+
+  if (owner && owner === window.parent) {
+    // The app's own frame: the shell mirrors its URL and title (history entries of the
+    // frame are the tab's, so back and forward already work).
+    const tell = () => owner.__burrowShell.appNavigated(window);
+    for (const name of ["pushState", "replaceState"]) {
+      const original = history[name];
+      history[name] = function (...args) {
+        const r = original.apply(this, args);
+        tell();
+        return r;
+      };
+    }
+    addEventListener("popstate", tell);
+    addEventListener("hashchange", tell);
+    addEventListener("DOMContentLoaded", () => {
+      new MutationObserver(tell).observe(document.head, { childList: true, subtree: true, characterData: true });
+      tell();
+    }, { once: true });
+  }
 
   const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
   // How long the owning window gets to take up a WebSocket the service worker brokers.
   const READY_WAIT_MS = 10000;
 
-  // For a page that is not framed by the dashboard (its own tab): the service worker passes
-  // a port to the window that owns the workspace's tunnel, and the WebSocket is driven over
-  // it (see serveWebSocket in /burrow-host.js). Resolves to an object with the interface
+  // For a page with no shell above it: the service worker passes a port to a shell window,
+  // and the WebSocket is driven over it (see serveWebSocket in /.burrow/shell.js). Resolves to an object with the interface
   // the tunnel's WebSocket has, which BurrowWebSocket wraps the same way.
-  function viaServiceWorker(sw, workspace, port, path, protocols) {
+  function viaServiceWorker(sw, path, protocols) {
     const ch = new MessageChannel();
     const line = ch.port1;
     const inner = {
@@ -73,8 +98,8 @@
         fail();
       }
     };
-    sw.postMessage({ burrow: "ws-port", workspace }, [ch.port2]);
-    line.postMessage({ op: "open", port, path, protocols });
+    sw.postMessage({ burrow: "ws-port" }, [ch.port2]);
+    line.postMessage({ op: "open", path, protocols });
     return Promise.resolve(inner);
   }
 
@@ -82,10 +107,11 @@
     constructor(url, protocols) {
       super();
       const u = new URL(url, location.href);
-      const m = u.host === location.host && /^(wss?|https?):$/.test(u.protocol) ? APP.exec(u.pathname) : null;
-      const host = ownerHost();
+      const ours = u.host === location.host && /^(wss?|https?):$/.test(u.protocol)
+        && !(u.pathname === "/.burrow" || u.pathname.startsWith(RESERVED));
+      const shell = owner?.__burrowShell ?? null;
       const sw = navigator.serviceWorker?.controller;
-      if (!m || (!host && !sw)) return new Native(url, protocols);
+      if (!ours || (!shell && !sw)) return new Native(url, protocols);
       if (u.protocol === "http:") u.protocol = "ws:";
       if (u.protocol === "https:") u.protocol = "wss:";
       this._url = u.href;
@@ -96,14 +122,14 @@
       this._inner = null;
       this._handlers = {};
       this._closeAfterOpen = null;
-      // Data handed to the inner object is copied into the dashboard's realm: the client's
+      // Data handed to the inner object is copied into the shell's realm: the client's
       // type checks (instanceof) would not recognise this frame's ArrayBuffers.
-      this._U8 = host ? window.top.Uint8Array : Uint8Array;
+      this._U8 = shell ? owner.Uint8Array : Uint8Array;
       const list = protocols === undefined ? [] : Array.isArray(protocols) ? protocols : [protocols];
-      const pathAndQuery = (m[3] || "/") + u.search;
-      const inner = host
-        ? host.webSocket(m[1], Number(m[2]), pathAndQuery, list)
-        : viaServiceWorker(sw, m[1], Number(m[2]), pathAndQuery, list);
+      const pathAndQuery = u.pathname + u.search;
+      const inner = shell
+        ? shell.webSocket(pathAndQuery, list)
+        : viaServiceWorker(sw, pathAndQuery, list);
       inner.then(
         (inner) => this._attach(inner),
         (err) => {
