@@ -213,6 +213,15 @@ export async function startTestApp() {
         res.writeHead(200, { "content-type": "text/plain", ...policy });
         res.end(policy["content-encoding"] ? zlib.gzipSync(Buffer.from(body)) : body);
       }
+    } else if (url.pathname === "/hostile") {
+      // A hostile app: the page the security tests run their attacks from (they inject the
+      // attacks with page.evaluate; this is only somewhere for them to run).
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      res.end("<!doctype html><html><head><title>hostile app</title></head><body><h1 id=hostile>hostile</h1></body></html>");
+    } else if (url.pathname === "/csrf-target") {
+      // Counts what reached the app, so a test can tell that a cross-site POST never did.
+      hit(`csrf ${req.method}`);
+      res.writeHead(200, { "content-type": "text/plain" }).end("state changed");
     } else if (url.pathname === "/redirect") {
       res.writeHead(302, { location: "/small" }).end();
     } else if (url.pathname === "/cookie") {
@@ -302,8 +311,12 @@ export async function startStack({ binDir = path.join(targetDir, "debug"), extra
   const agentToken = run(burrowd, ["admin", "--data-dir", data, "workspace", "add", "dev", "--owner", "alice"]);
   const httpPort = await freePort();
   const url = `http://127.0.0.1:${httpPort}`;
+  // Each app on an origin of its own under *.localhost (Chromium resolves those names to
+  // loopback and treats them as secure contexts); the dashboard on 127.0.0.1, another site.
+  const appsUrl = `http://*.localhost:${httpPort}`;
   const server = start("burrowd", burrowd, [
     "serve", "--listen", `127.0.0.1:${httpPort}`, "--data-dir", data,
+    "--public-url", url, "--apps-url", appsUrl,
     "--relay-listen", `127.0.0.1:${await freePort()}`, "--relay-danger-allow-private-peers",
     "--web-dir", path.join(root, "web"),
   ], { work, env: { RUST_LOG: "info,tower_http=debug" } });
@@ -338,7 +351,44 @@ export async function startStack({ binDir = path.join(targetDir, "debug"), extra
     const r = await fetch(`${url}/api/v1/workspaces`, { headers: { authorization: `Bearer ${token}` } });
     return (await r.json()).some((w) => w.name === "dev" && w.online);
   }, 30000);
-  return { work, data, burrowd, url, token, folder, codeServerPort, app, agent, server, codeServer };
+  const appOrigin = (port, workspace = "dev", user = "alice") => `http://${port}--${workspace}--${user}.localhost:${httpPort}`;
+  return { work, data, burrowd, url, httpPort, appOrigin, token, folder, codeServerPort, app, agent, server, codeServer };
+}
+
+/**
+ * An HTTP request to burrowd on loopback with the Host header of `origin` (Node does not
+ * resolve *.localhost names as Chromium does). Resolves to {status, headers, body}.
+ */
+export function hostRequest(stack, origin, pathAndQuery, { method = "GET", headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: "127.0.0.1", port: stack.httpPort, method, path: pathAndQuery,
+      headers: { host: new URL(origin).host, ...headers },
+    }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/**
+ * Another site, for the cross-site tests: serves `pages[path]` (HTML) on its own origin
+ * (http://evil.localhost:PORT).
+ */
+export async function startOtherSite(pages) {
+  const server = http.createServer((req, res) => {
+    const page = pages[new URL(req.url, "http://x").pathname];
+    if (page === undefined) return res.writeHead(404).end("not found");
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(typeof page === "function" ? page() : page);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  servers.push(server);
+  return { origin: `http://evil.localhost:${server.address().port}` };
 }
 
 export function audit(stack) {
