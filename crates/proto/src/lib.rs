@@ -9,6 +9,8 @@
 //!   stalling the others and bounds the memory each stream may hold.
 //! - [`speedtest`]: the agent's built-in speed test, a stream it serves itself.
 //! - [`signal`]: the JSON messages exchanged with burrowd's signaling broker.
+//! - [`app_origin`]: the names of workspace apps' browser origins (`8080--dev--alice`),
+//!   the apps URL they live under, and the launch of an app onto its origin.
 //! - [`turn_auth`]: TURN REST credentials (coturn's `use-auth-secret` scheme).
 //! - [`http1`] and [`websocket`]: the HTTP/1.1 and WebSocket (RFC 6455) client codecs the
 //!   browser client speaks to workspace apps over tunnelled streams; [`cookies`] and
@@ -19,6 +21,7 @@
 //! Time comes in as arguments (milliseconds from a clock the caller owns) and bytes come
 //! in and go out as buffers: the caller moves them between sockets or browser APIs.
 
+pub mod app_origin;
 pub mod cookies;
 pub mod frame;
 pub mod http1;
