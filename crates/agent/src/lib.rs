@@ -1,6 +1,8 @@
 //! The workspace agent: registers with burrowd over an outbound WebSocket, answers each
 //! session's offer with a peer connection, and serves the tunnel's streams by dialling
-//! allowed local ports.
+//! allowed local ports. A session burrowd restricts to some ports (an app's session, for a
+//! browser origin of that app alone) reaches only those of them the agent allows, and not
+//! the agent's speed test.
 //!
 //! It opens no listening socket. A session, once connected, depends on burrowd for nothing:
 //! if burrowd goes away the agent keeps serving its tunnels, reconnects with backoff, and then
@@ -17,6 +19,7 @@ use burrow_proto::signal::{
     AGENT_CONNECT_PATH, AgentToServer, ApiError, ErrorCode, IceCandidate, PathKind, SIGNAL_VERSION,
     ServerToAgent, SessionId, StreamReport,
 };
+use burrow_proto::speedtest::SPEEDTEST_PORT;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, http};
@@ -102,6 +105,40 @@ struct Shared {
 enum SessionCommand {
     Offer(String),
     Candidate(IceCandidate),
+}
+
+/// Which stream ports one session's tunnel serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortPolicy {
+    ports: HashSet<u16>,
+    speedtest: bool,
+}
+
+impl PortPolicy {
+    /// The agent's `allowed` ports, narrowed to `only` when burrowd restricted the session
+    /// (an app's session). A restricted session gets no speed test: it is a stream like
+    /// any other to the app's page, and nothing the app needs.
+    fn for_session(allowed: &[u16], only: Option<&[u16]>) -> Self {
+        let allowed = allowed.iter().copied().filter(|&p| p != SPEEDTEST_PORT);
+        match only {
+            None => Self {
+                ports: allowed.collect(),
+                speedtest: true,
+            },
+            Some(only) => Self {
+                ports: allowed.filter(|p| only.contains(p)).collect(),
+                speedtest: false,
+            },
+        }
+    }
+
+    fn allows(&self, port: u16) -> bool {
+        if port == SPEEDTEST_PORT {
+            self.speedtest
+        } else {
+            self.ports.contains(&port)
+        }
+    }
 }
 
 impl Agent {
@@ -250,15 +287,17 @@ impl Shared {
                 user,
                 ice_servers,
                 ice_transport_policy,
+                ports,
             } => {
-                info!(session = %session_id, %user, ?ice_transport_policy, "session announced");
+                info!(session = %session_id, %user, ?ice_transport_policy, only_ports = ?ports, "session announced");
                 let (tx, rx) = mpsc::unbounded_channel();
                 lock(&self.sessions).insert(session_id.clone(), tx);
                 let config = PeerConfig {
                     ice_servers,
                     ice_transport_policy,
                 };
-                tokio::spawn(Arc::clone(self).run_session(session_id, config, rx));
+                let policy = PortPolicy::for_session(&self.config.allowed_ports, ports.as_deref());
+                tokio::spawn(Arc::clone(self).run_session(session_id, config, policy, rx));
             }
             ServerToAgent::Offer { session_id, sdp } => {
                 self.to_session(session_id, SessionCommand::Offer(sdp))
@@ -296,9 +335,13 @@ impl Shared {
         self: Arc<Self>,
         session_id: SessionId,
         config: PeerConfig,
+        policy: PortPolicy,
         mut commands: mpsc::UnboundedReceiver<SessionCommand>,
     ) {
-        if let Err(reason) = self.serve_session(&session_id, config, &mut commands).await {
+        if let Err(reason) = self
+            .serve_session(&session_id, config, policy, &mut commands)
+            .await
+        {
             warn!(session = %session_id, %reason, "session ended with an error");
             let _ = self.outbox.send(AgentToServer::SessionError {
                 session_id: session_id.clone(),
@@ -312,6 +355,7 @@ impl Shared {
         &self,
         session_id: &SessionId,
         config: PeerConfig,
+        policy: PortPolicy,
         commands: &mut mpsc::UnboundedReceiver<SessionCommand>,
     ) -> Result<(), ApiError> {
         let mut early_candidates = Vec::new();
@@ -348,7 +392,6 @@ impl Shared {
         let (records_tx, mut records_rx) = mpsc::unbounded_channel();
         let serve_task = {
             let peer = Arc::clone(&peer);
-            let allowed: HashSet<u16> = self.config.allowed_ports.iter().copied().collect();
             let tunnel_config = self.config.tunnel;
             let dial_host = self.config.dial_host;
             let session = session_id.clone();
@@ -356,7 +399,7 @@ impl Shared {
                 let channel = peer.data_channel().await.map_err(|e| e.to_string())?;
                 debug!(%session, "data channel open");
                 let allow: Arc<dyn Fn(u16) -> bool + Send + Sync> =
-                    Arc::new(move |port| allowed.contains(&port));
+                    Arc::new(move |port| policy.allows(port));
                 tunnel::serve(channel, tunnel_config, dial_host, allow, records_tx)
                     .await
                     .map_err(|e| e.to_string())
@@ -505,6 +548,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unrestricted_session_serves_the_allowed_ports_and_the_speed_test() {
+        let p = PortPolicy::for_session(&[22, 8080], None);
+        assert!(p.allows(22) && p.allows(8080) && p.allows(SPEEDTEST_PORT));
+        assert!(!p.allows(23));
+    }
+
+    #[test]
+    fn a_restricted_session_serves_only_its_ports_within_the_allowed_ones() {
+        let p = PortPolicy::for_session(&[22, 8080], Some(&[8080]));
+        assert!(p.allows(8080));
+        assert!(!p.allows(22), "another allowed port");
+        assert!(!p.allows(SPEEDTEST_PORT), "the speed test");
+        // burrowd cannot widen what the agent allows, nor smuggle the speed test in.
+        let p = PortPolicy::for_session(&[22], Some(&[8080, 0]));
+        assert!(!p.allows(8080) && !p.allows(22) && !p.allows(SPEEDTEST_PORT));
+        let p = PortPolicy::for_session(&[22], Some(&[]));
+        assert!(!p.allows(22));
+    }
 
     #[test]
     fn agent_url_follows_the_scheme_of_the_base_url() {

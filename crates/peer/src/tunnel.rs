@@ -202,8 +202,10 @@ pub struct TunnelStats {
 /// Agent side: serves the streams the client opens until the channel closes.
 ///
 /// Dials `dial_host:port` only for ports `allow(port)` accepts and refuses others with the
-/// reason "port N is not allowed". Every stream, served or refused, is reported on `reports`
-/// once it ended. Returns `Ok` when the channel closes or the client closes the tunnel
+/// reason "port N is not allowed". `allow` is asked about the speed test's port
+/// ([`speedtest::SPEEDTEST_PORT`]) too, which the agent serves itself when allowed: a
+/// session restricted to one app's port gets no speed test. Every stream, served or
+/// refused, is reported on `reports` once it ended. Returns `Ok` when the channel closes or the client closes the tunnel
 /// normally.
 pub async fn serve(
     channel: MessageChannel,
@@ -1109,16 +1111,16 @@ impl Driver {
             return;
         };
         let mut ds = DriverStream::new(port, &self.budget);
-        if port == speedtest::SPEEDTEST_PORT {
-            self.serve_speedtest(id, ds);
-            return;
-        }
         if !(agent.allow)(port) {
             let reason = format!("port {port} is not allowed");
             info!(stream = %id, port, "refusing stream: {reason}");
             ds.outcome = Some(format!("refused: {reason}"));
             self.streams.insert(id, ds);
             let _ = self.tunnel.refuse(id, ResetCode::PORT_NOT_ALLOWED, &reason);
+            return;
+        }
+        if port == speedtest::SPEEDTEST_PORT {
+            self.serve_speedtest(id, ds);
             return;
         }
         let addr = SocketAddr::new(agent.dial_host, port);

@@ -720,11 +720,35 @@ async fn what_the_client_sent_before_its_channel_closed_is_read_though_sending_f
 }
 
 #[tokio::test]
+async fn the_speed_test_is_refused_where_its_port_is_not_allowed() {
+    use burrow_proto::speedtest::SPEEDTEST_PORT;
+
+    // As for a session restricted to one app's port.
+    let port = echo_server().await;
+    let mut s = start(&[port]);
+    let err = within("open", s.client.open(SPEEDTEST_PORT))
+        .await
+        .expect_err("the speed test is not allowed");
+    assert_eq!(
+        err,
+        OpenError::Refused {
+            code: 2,
+            reason: "port 0 is not allowed".into()
+        }
+    );
+    let record = next_report(&mut s.reports).await;
+    assert_eq!(
+        (record.port, record.outcome.as_str()),
+        (0, "refused: port 0 is not allowed")
+    );
+}
+
+#[tokio::test]
 async fn the_agents_speed_test_checks_an_upload_and_refuses_a_bad_request() {
     use burrow_proto::speedtest::{Request, SPEEDTEST_PORT, UploadReport};
 
-    // No port is allowed: the speed test is the agent's own.
-    let mut s = start(&[]);
+    // No workspace port is allowed: the speed test is the agent's own.
+    let mut s = start(&[SPEEDTEST_PORT]);
 
     // Bytes that are not the pattern arrive counted, and reported as not intact.
     let stream = within("open", s.client.open(SPEEDTEST_PORT))

@@ -6,22 +6,37 @@
 //!
 //! 1. A client asks for a session: `POST /api/v1/workspaces/{workspace}/sessions` with
 //!    `Authorization: Bearer <user token>` and a [`SessionRequest`] body. burrowd checks the
-//!    token (401), ownership (403), that the workspace exists (404) and that its agent is
-//!    online (409), writes an audit row, and answers [`SessionGrant`]: the ICE servers
-//!    (with short-lived TURN credentials) and a single-use ticket for step 2. Every error
-//!    body is an [`ApiError`].
+//!    token (401), that the workspace exists and is the user's (404 either way, with the same
+//!    message, so a workspace of another user cannot be told from a missing one) and that
+//!    its agent is online (409), writes an audit row, and answers [`SessionGrant`]: the ICE
+//!    servers (with short-lived TURN credentials) and a single-use ticket for step 2. Every
+//!    error body is an [`ApiError`].
 //! 2. The client opens the WebSocket at [`SessionGrant::signal_path`] with `?ticket=...`
 //!    (browsers cannot set headers on a WebSocket, hence the ticket) and sends
 //!    [`ClientToServer`] messages: its offer, then trickled candidates.
 //! 3. burrowd forwards them to the workspace's agent, which holds one WebSocket at
 //!    `GET /api/v1/agent/connect` (`Authorization: Bearer <agent token>`), as
-//!    [`ServerToAgent`] messages, prefixed by [`ServerToAgent::Session`] that names the user
-//!    and the ICE servers. The agent answers with [`AgentToServer`] messages, forwarded to the
-//!    client as [`ServerToClient`].
+//!    [`ServerToAgent`] messages, prefixed by [`ServerToAgent::Session`] that names the user,
+//!    the ICE servers and, for an app's session, the one port its tunnel may reach. The agent
+//!    answers with [`AgentToServer`] messages, forwarded to the client as [`ServerToClient`].
 //! 4. Once the data channel is open, the session's WebSocket may close: the tunnel lives on
 //!    without burrowd. The agent reports each stream it served (or refused) with
 //!    [`AgentToServer::StreamReport`]; reports made while burrowd is away are queued and sent
 //!    when the agent is registered again, and burrowd records each once.
+//!
+//! # App sessions
+//!
+//! A workspace app in the browser runs on an origin of its own ([`crate::app_origin`]) and
+//! holds no user token, only a credential cookie for that app. Its page asks for a session
+//! with `POST` [`SESSION_PATH`](crate::app_origin::SESSION_PATH) on its own origin (the
+//! credential, and `Origin` equal to that origin; a [`SessionRequest`] body) and gets the
+//! same [`SessionGrant`], whose [`SessionGrant::signal_path`] is
+//! [`signal_path`](crate::app_origin::signal_path) on the app's origin. Steps 2
+//! to 4 are the same, except that [`ServerToAgent::Session`] carries `ports: [PORT]`: the
+//! agent serves that session's streams only to the app's port (within its own allowed
+//! ports) and refuses every other one, its speed test included. Agents older than version 2
+//! would ignore `ports`, so burrowd grants app sessions only on workspaces whose agent said
+//! hello with version 2 or later (409 [`ErrorCode::AgentTooOld`] otherwise).
 //!
 //! Every message is one WebSocket text frame holding one JSON object tagged by `"type"`.
 
@@ -31,8 +46,19 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the signaling messages; sent by agents when they register.
 ///
-/// History: 1, the first version.
-pub const SIGNAL_VERSION: u32 = 1;
+/// burrowd accepts agents of [`MIN_SIGNAL_VERSION`] up to this version.
+///
+/// History:
+/// - 1: the first version.
+/// - 2: [`ServerToAgent::Session`] may carry `ports`, the only ports the session's tunnel
+///   may reach (an app's session); agents of version 1 would ignore it.
+pub const SIGNAL_VERSION: u32 = 2;
+
+/// The oldest agent version burrowd still registers (it gets no app sessions).
+pub const MIN_SIGNAL_VERSION: u32 = 1;
+
+/// The first agent version that honours [`ServerToAgent::Session`]'s `ports`.
+pub const PORT_RESTRICTION_VERSION: u32 = 2;
 
 /// Path of the agents' WebSocket endpoint.
 pub const AGENT_CONNECT_PATH: &str = "/api/v1/agent/connect";
@@ -204,6 +230,12 @@ pub enum ServerToAgent {
         ice_servers: Vec<IceServer>,
         /// Which candidates the agent may use.
         ice_transport_policy: IceTransportPolicy,
+        /// When present, the only ports this session's tunnel may reach (within the agent's
+        /// own allowed ports); every other stream is refused, the speed test's (port 0)
+        /// too. Absent: every port the agent allows, and the speed test. Sent only to
+        /// agents of version [`PORT_RESTRICTION_VERSION`] or later.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ports: Option<Vec<u16>>,
     },
     /// The client's offer.
     Offer {
@@ -344,12 +376,19 @@ impl std::error::Error for ApiError {}
 pub enum ErrorCode {
     /// No token, or a token that is not valid (HTTP 401).
     Unauthorized,
-    /// The token is valid but may not reach this workspace (HTTP 403).
+    /// The request may not be made this way, such as a browser request from a page of
+    /// another origin (HTTP 403). Another user's workspace is [`Self::NotFound`].
     Forbidden,
-    /// No such workspace or session (HTTP 404).
+    /// No such workspace, app or session, or one that is not the caller's (HTTP 404).
     NotFound,
     /// The workspace's agent is not connected (HTTP 409).
     AgentOffline,
+    /// The workspace's agent is too old for browser apps: it cannot restrict a session to
+    /// one port (HTTP 409).
+    AgentTooOld,
+    /// This burrowd serves no apps in the browser: it was started without `--apps-url`
+    /// (HTTP 409).
+    AppsDisabled,
     /// The request was malformed (HTTP 400).
     BadRequest,
     /// The SDP could not be used.
@@ -366,6 +405,8 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::AgentOffline => "agent_offline",
+            Self::AgentTooOld => "agent_too_old",
+            Self::AppsDisabled => "apps_disabled",
             Self::BadRequest => "bad_request",
             Self::BadSdp => "bad_sdp",
             Self::Internal => "internal",
@@ -378,7 +419,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::AgentOffline => 409,
+            Self::AgentOffline | Self::AgentTooOld | Self::AppsDisabled => 409,
             Self::BadRequest | Self::BadSdp => 400,
             Self::Internal => 500,
         }
@@ -418,6 +459,40 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"type":"error","code":"agent_offline","message":"no agent"}"#
         );
+    }
+
+    #[test]
+    fn session_ports_are_sent_only_when_restricted_and_read_from_version_1_messages() {
+        let restricted = ServerToAgent::Session {
+            session_id: SessionId("s".into()),
+            user: "alice".into(),
+            ice_servers: vec![],
+            ice_transport_policy: IceTransportPolicy::All,
+            ports: Some(vec![8080]),
+        };
+        let json = serde_json::to_string(&restricted).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"session","session_id":"s","user":"alice","ice_servers":[],"ice_transport_policy":"all","ports":[8080]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ServerToAgent>(&json).unwrap(),
+            restricted
+        );
+        // What burrowd sends for an unrestricted session is what version 1 had.
+        let v1 = r#"{"type":"session","session_id":"s","user":"alice","ice_servers":[],"ice_transport_policy":"all"}"#;
+        let open: ServerToAgent = serde_json::from_str(v1).unwrap();
+        assert!(matches!(open, ServerToAgent::Session { ports: None, .. }));
+        assert_eq!(serde_json::to_string(&open).unwrap(), v1);
+    }
+
+    #[test]
+    fn new_error_codes_are_409() {
+        for code in [ErrorCode::AgentTooOld, ErrorCode::AppsDisabled] {
+            assert_eq!(code.http_status(), 409);
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
     }
 
     #[test]

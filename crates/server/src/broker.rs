@@ -35,6 +35,8 @@ pub struct AgentRegistration {
 pub struct ClientRegistration {
     /// Queue to the agent serving the session's workspace.
     pub agent_tx: mpsc::Sender<ServerToAgent>,
+    /// The signaling version that agent said hello with.
+    pub agent_version: u32,
     /// Messages to write to the client.
     pub rx: mpsc::Receiver<ServerToClient>,
     /// Fires with the reason when the session must end (agent gone, client too slow, ...).
@@ -43,6 +45,7 @@ pub struct ClientRegistration {
 
 struct AgentEntry {
     conn_id: u64,
+    version: u32,
     tx: mpsc::Sender<ServerToAgent>,
     replaced: Option<oneshot::Sender<()>>,
 }
@@ -100,9 +103,10 @@ impl Broker {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new agent connection for `workspace_id`, replacing (and signalling) the
-    /// previous one; sessions routed to the previous one end with `agent_offline`.
-    pub fn register_agent(&self, workspace_id: i64) -> AgentRegistration {
+    /// Registers a new agent connection for `workspace_id`, which said hello with signaling
+    /// `version`, replacing (and signalling) the previous one; sessions routed to the
+    /// previous one end with `agent_offline`.
+    pub fn register_agent(&self, workspace_id: i64, version: u32) -> AgentRegistration {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let (replaced_tx, replaced) = oneshot::channel();
@@ -111,6 +115,7 @@ impl Broker {
             workspace_id,
             AgentEntry {
                 conn_id,
+                version,
                 tx,
                 replaced: Some(replaced_tx),
             },
@@ -154,6 +159,11 @@ impl Broker {
         self.routes().agents.contains_key(&workspace_id)
     }
 
+    /// The signaling version of the workspace's connected agent, if one is connected.
+    pub fn agent_version(&self, workspace_id: i64) -> Option<u32> {
+        self.routes().agents.get(&workspace_id).map(|a| a.version)
+    }
+
     /// Opens the route of a session whose client just connected.
     pub fn open_session(
         &self,
@@ -168,6 +178,7 @@ impl Broker {
             )
         })?;
         let agent_tx = agent.tx.clone();
+        let agent_version = agent.version;
         let agent_conn = agent.conn_id;
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         let (kill, killed) = oneshot::channel();
@@ -186,6 +197,7 @@ impl Broker {
         }
         Ok(ClientRegistration {
             agent_tx,
+            agent_version,
             rx,
             killed,
         })
@@ -284,13 +296,27 @@ fn kill_sessions_of(routes: &mut Routes, conn_id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burrow_proto::signal::SIGNAL_VERSION;
+
+    #[test]
+    fn the_agents_hello_version_is_remembered_per_connection() {
+        let b = Broker::default();
+        assert_eq!(b.agent_version(1), None);
+        let old = b.register_agent(1, 1);
+        assert_eq!(b.agent_version(1), Some(1));
+        assert_eq!(b.open_session("s", 1).expect("open").agent_version, 1);
+        let _new = b.register_agent(1, SIGNAL_VERSION);
+        assert_eq!(b.agent_version(1), Some(SIGNAL_VERSION));
+        assert!(!b.unregister_agent(1, old.conn_id));
+        assert_eq!(b.agent_version(1), Some(SIGNAL_VERSION));
+    }
 
     #[test]
     fn newer_agent_replaces_older_and_ends_its_sessions() {
         let b = Broker::default();
-        let mut first = b.register_agent(1);
+        let mut first = b.register_agent(1, SIGNAL_VERSION);
         let mut client = b.open_session("s", 1).expect("agent online");
-        let _second = b.register_agent(1);
+        let _second = b.register_agent(1, SIGNAL_VERSION);
         assert!(first.replaced.try_recv().is_ok());
         let reason = client.killed.try_recv().expect("session killed");
         assert_eq!(reason.code, ErrorCode::AgentOffline);
@@ -302,8 +328,8 @@ mod tests {
     #[test]
     fn agent_cannot_reach_another_workspaces_session() {
         let b = Broker::default();
-        let _a1 = b.register_agent(1);
-        let _a2 = b.register_agent(2);
+        let _a1 = b.register_agent(1, SIGNAL_VERSION);
+        let _a2 = b.register_agent(2, SIGNAL_VERSION);
         let mut c = b.open_session("s", 1).expect("open");
         let answer = ServerToClient::Answer { sdp: "v=0".into() };
         assert_eq!(
@@ -318,7 +344,7 @@ mod tests {
     #[test]
     fn slow_client_loses_its_session_instead_of_blocking() {
         let b = Broker::default();
-        let _a = b.register_agent(1);
+        let _a = b.register_agent(1, SIGNAL_VERSION);
         let mut c = b.open_session("s", 1).expect("open");
         let msg = ServerToClient::Answer { sdp: "v=0".into() };
         for _ in 0..CLIENT_QUEUE {

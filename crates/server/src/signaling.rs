@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use burrow_proto::signal::{
-    AgentToServer, ApiError, ClientToServer, ErrorCode, SIGNAL_VERSION, ServerToAgent,
-    ServerToClient, StreamReport,
+    AgentToServer, ApiError, ClientToServer, ErrorCode, MIN_SIGNAL_VERSION, SIGNAL_VERSION,
+    ServerToAgent, ServerToClient, StreamReport,
 };
 use serde::Serialize;
 use tokio::sync::mpsc::error::TrySendError;
@@ -85,8 +85,8 @@ pub async fn run_agent(
     workspace: Workspace,
     remote: Option<SocketAddr>,
 ) {
-    let allowed_ports = match wait_hello(&mut socket).await {
-        Ok(ports) => ports,
+    let (version, allowed_ports) = match wait_hello(&mut socket).await {
+        Ok(hello) => hello,
         Err(e) => {
             warn!(workspace = %workspace.name, ?remote, error = %e, "agent did not register");
             let _ = send_json(&mut socket, &ServerToAgent::Error(e)).await;
@@ -94,7 +94,8 @@ pub async fn run_agent(
             return;
         }
     };
-    let mut reg = state.broker().register_agent(workspace.id);
+    // The ports are recorded before the workspace shows as online: app launches check
+    // them, and one made as soon as the agent is listed must find them.
     if let Err(e) = state
         .db()
         .agent_seen(workspace.id, Some(&allowed_ports), now_ms())
@@ -102,13 +103,14 @@ pub async fn run_agent(
     {
         error!(error = %e, workspace = %workspace.name, "could not record the agent's ports");
     }
+    let mut reg = state.broker().register_agent(workspace.id, version);
     let registered = ServerToAgent::Registered {
         workspace: workspace.name.clone(),
     };
     let reason = if send_json(&mut socket, &registered).await.is_err() {
         "could not confirm the registration".to_owned()
     } else {
-        info!(workspace = %workspace.name, conn = reg.conn_id, ?remote, ?allowed_ports, "agent registered");
+        info!(workspace = %workspace.name, conn = reg.conn_id, ?remote, ?allowed_ports, version, "agent registered");
         agent_loop(&mut socket, &state, &workspace, &mut reg).await
     };
     if state.broker().unregister_agent(workspace.id, reg.conn_id)
@@ -120,8 +122,8 @@ pub async fn run_agent(
     close(socket, close_code::NORMAL, "bye").await;
 }
 
-/// Reads messages until the agent's hello; returns its allowed ports.
-async fn wait_hello(socket: &mut WebSocket) -> Result<Vec<u16>, ApiError> {
+/// Reads messages until the agent's hello; returns its version and allowed ports.
+async fn wait_hello(socket: &mut WebSocket) -> Result<(u32, Vec<u16>), ApiError> {
     let deadline = Instant::now() + HELLO_TIMEOUT;
     loop {
         let msg = tokio::time::timeout_at(deadline, socket.recv())
@@ -142,9 +144,11 @@ async fn wait_hello(socket: &mut WebSocket) -> Result<Vec<u16>, ApiError> {
             Ok(AgentToServer::Hello {
                 version,
                 allowed_ports,
-            }) if version == SIGNAL_VERSION => Ok(allowed_ports),
+            }) if (MIN_SIGNAL_VERSION..=SIGNAL_VERSION).contains(&version) => {
+                Ok((version, allowed_ports))
+            }
             Ok(AgentToServer::Hello { version, .. }) => Err(bad_request(format!(
-                "unsupported signaling version {version}; this burrowd speaks {SIGNAL_VERSION}"
+                "unsupported signaling version {version}; this burrowd speaks {MIN_SIGNAL_VERSION} to {SIGNAL_VERSION}"
             ))),
             Ok(_) => Err(bad_request("the first message must be hello")),
             Err(e) => Err(bad_request(format!("malformed message: {e}"))),
@@ -345,6 +349,7 @@ pub async fn run_client(
         // revoked alone, and the relay's logs tell the two apart.
         ice_servers: state.ice_servers(&format!("{}:agent", session.id)),
         ice_transport_policy: policy(session.force_relay),
+        ports: None,
     };
     let failure = match reg.agent_tx.try_send(announce) {
         Ok(()) => client_loop(&mut socket, &state, &session, reg).await,

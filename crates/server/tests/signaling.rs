@@ -44,10 +44,13 @@ async fn offer_reaches_agent_after_session_and_answer_and_candidates_come_back()
             user,
             ice_servers,
             ice_transport_policy,
+            ports,
         } => {
             assert_eq!(session_id, grant.session_id);
             assert_eq!(user, "alice");
             assert_eq!(ice_transport_policy, IceTransportPolicy::All);
+            // A token's session reaches every port the agent allows.
+            assert_eq!(ports, None);
             let agent_turn = ice_servers
                 .iter()
                 .find_map(|s| s.username.clone())
@@ -445,6 +448,20 @@ async fn hello_with_unknown_version_is_refused() {
         ServerToAgent::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest),
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_agent_of_version_1_is_still_registered_and_served_token_sessions() {
+    let env = Env::start().await;
+    let alice = env.user("alice").await;
+    let token = env.workspace("box", "alice").await;
+    let mut agent = env.agent_of_version(&token, &[22], 1).await;
+    let grant = env.grant(&alice, "box").await;
+    let _client = env.client_socket(&grant).await.expect("client");
+    assert!(matches!(
+        recv(&mut agent).await,
+        ServerToAgent::Session { ports: None, .. }
+    ));
 }
 
 #[tokio::test]

@@ -142,11 +142,16 @@ impl Env {
 
     /// Connects and registers an agent serving `ports`.
     pub async fn agent(&self, token: &str, ports: &[u16]) -> Ws {
+        self.agent_of_version(token, ports, SIGNAL_VERSION).await
+    }
+
+    /// Connects and registers an agent of signaling `version` serving `ports`.
+    pub async fn agent_of_version(&self, token: &str, ports: &[u16], version: u32) -> Ws {
         let mut ws = self.agent_socket(token).await.expect("agent connects");
         send(
             &mut ws,
             &AgentToServer::Hello {
-                version: SIGNAL_VERSION,
+                version,
                 allowed_ports: ports.to_vec(),
             },
         )
