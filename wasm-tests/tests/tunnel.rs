@@ -231,13 +231,16 @@ async fn bad_token_is_refused_as_unauthorized() {
 }
 
 #[wasm_bindgen_test]
-async fn another_users_workspace_is_forbidden() {
+async fn another_users_workspace_is_refused_as_if_missing() {
     let message = js_connect_error(
         setting!("BURROW_TEST_OTHER_TOKEN"),
         setting!("BURROW_TEST_WORKSPACE"),
     )
     .await;
-    assert!(message.starts_with("forbidden: "), "{message}");
+    assert!(
+        message.starts_with("not_found: no workspace named"),
+        "{message}"
+    );
 }
 
 #[wasm_bindgen_test]

@@ -1,4 +1,5 @@
-//! burrowd's storage: users, tokens, workspaces, sessions and the audit log.
+//! burrowd's storage: users, tokens, workspaces, sessions, the browser's logins and app
+//! credentials, and the audit log.
 //!
 //! SQLite for now, in `<data dir>/burrowd.db`. The SQL is kept portable (numbered `$N`
 //! parameters, `ON CONFLICT ... DO NOTHING`, no SQLite-only functions) and every query lives
@@ -110,6 +111,8 @@ pub struct Session {
     pub workspace_name: String,
     /// Whether the client asked for relayed candidates only.
     pub force_relay: bool,
+    /// The one workspace port an app's session may reach; `None`: any the agent allows.
+    pub app_port: Option<u16>,
 }
 
 /// A session to create.
@@ -129,6 +132,89 @@ pub struct NewSession {
     pub created_at_ms: i64,
     /// The ticket is refused from this time on, Unix milliseconds.
     pub ticket_expires_at_ms: i64,
+    /// The one workspace port the session may reach (an app's session).
+    pub app_port: Option<u16>,
+}
+
+/// A live dashboard login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// Row id, which codes and app credentials minted under the login refer to.
+    pub id: i64,
+    /// Whose login it is.
+    pub user: User,
+}
+
+/// A one-time launch code to store.
+#[derive(Debug, Clone)]
+pub struct NewAppCode {
+    /// SHA-256 hex of the code.
+    pub code_hash: String,
+    /// The user who launched the app.
+    pub user_id: i64,
+    /// The app's workspace.
+    pub workspace_id: i64,
+    /// The app's port.
+    pub port: u16,
+    /// Where in the app to land.
+    pub path: String,
+    /// Whether the app is shown inside the dashboard.
+    pub embedded: bool,
+    /// The login the launch came from; `None` for an API token.
+    pub web_session_id: Option<i64>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// The code is refused from this time on, Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
+/// What a redeemed launch code was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCode {
+    /// The user who launched the app.
+    pub user: User,
+    /// The app's workspace: id and name.
+    pub workspace_id: i64,
+    /// The workspace's name.
+    pub workspace_name: String,
+    /// The app's port.
+    pub port: u16,
+    /// Where in the app to land.
+    pub path: String,
+    /// Whether the app is shown inside the dashboard.
+    pub embedded: bool,
+    /// The login the launch came from.
+    pub web_session_id: Option<i64>,
+}
+
+/// An app credential to store.
+#[derive(Debug, Clone)]
+pub struct NewAppCredential {
+    /// SHA-256 hex of the cookie's secret.
+    pub secret_hash: String,
+    /// The user.
+    pub user_id: i64,
+    /// The app's workspace.
+    pub workspace_id: i64,
+    /// The app's port.
+    pub port: u16,
+    /// The login it was minted under; it dies with it.
+    pub web_session_id: Option<i64>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// The credential is refused from this time on, Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
+/// A live app credential: what one app's origin may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCredential {
+    /// The user.
+    pub user: User,
+    /// The app's workspace.
+    pub workspace: Workspace,
+    /// The app's port.
+    pub port: u16,
 }
 
 /// One audit row to write.
@@ -236,6 +322,12 @@ fn to_i64(v: u64) -> i64 {
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// A port read back from an INTEGER column; burrowd only ever writes `u16`s there.
+fn port_column(v: Option<i64>) -> Result<Option<u16>, sqlx::Error> {
+    v.map(|p| u16::try_from(p).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
 }
 
 fn parse_ports(s: &str) -> Vec<u16> {
@@ -486,7 +578,8 @@ impl Db {
     pub async fn create_session(&self, s: &NewSession) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, workspace_id, created_at_ms, force_relay, \
-             ticket_hash, ticket_used, ticket_expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+             ticket_hash, ticket_used, ticket_expires_at_ms, app_port) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
         )
         .bind(&s.id)
         .bind(s.user_id)
@@ -495,6 +588,7 @@ impl Db {
         .bind(i64::from(s.force_relay))
         .bind(&s.ticket_hash)
         .bind(s.ticket_expires_at_ms)
+        .bind(s.app_port.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -528,7 +622,7 @@ impl Db {
     pub async fn session(&self, session_id: &str) -> Result<Option<Session>, DbError> {
         let row = sqlx::query(
             "SELECT s.id, s.user_id, u.name AS user_name, s.workspace_id, \
-             w.name AS workspace_name, s.force_relay FROM sessions s \
+             w.name AS workspace_name, s.force_relay, s.app_port FROM sessions s \
              JOIN users u ON u.id = s.user_id JOIN workspaces w ON w.id = s.workspace_id \
              WHERE s.id = $1",
         )
@@ -543,9 +637,216 @@ impl Db {
                 workspace_id: r.try_get("workspace_id")?,
                 workspace_name: r.try_get("workspace_name")?,
                 force_relay: r.try_get::<i64, _>("force_relay")? != 0,
+                app_port: port_column(r.try_get("app_port")?)?,
             })
         })
         .transpose()
+    }
+
+    /// Stores a dashboard login for `user_id` under the hash of its cookie's secret.
+    pub async fn create_web_session(
+        &self,
+        user_id: i64,
+        secret_hash: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "INSERT INTO web_sessions (user_id, secret_hash, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(secret_hash)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The live login whose cookie secret is `secret`.
+    pub async fn web_session(
+        &self,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<WebSession>, DbError> {
+        let row = sqlx::query(
+            "SELECT s.id, u.id AS user_id, u.name AS user_name FROM web_sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1 AND s.expires_at_ms > $2",
+        )
+        .bind(secret::hash(secret))
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(WebSession {
+                id: r.try_get("id")?,
+                user: User {
+                    id: r.try_get("user_id")?,
+                    name: r.try_get("user_name")?,
+                },
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends a login, with every launch code and app credential minted under it. Returns
+    /// how many app credentials were revoked.
+    pub async fn delete_web_session(&self, id: i64) -> Result<u64, DbError> {
+        // Deleted explicitly rather than left to ON DELETE CASCADE, which SQLite applies
+        // only with foreign keys on: a revocation must not depend on a connection setting.
+        let mut tx = self.pool.begin().await?;
+        let revoked = sqlx::query("DELETE FROM app_credentials WHERE web_session_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM app_codes WHERE web_session_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM web_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Stores a launch code.
+    pub async fn create_app_code(&self, c: &NewAppCode) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO app_codes (code_hash, user_id, workspace_id, port, path, embedded, \
+             web_session_id, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.code_hash)
+        .bind(c.user_id)
+        .bind(c.workspace_id)
+        .bind(i64::from(c.port))
+        .bind(&c.path)
+        .bind(i64::from(c.embedded))
+        .bind(c.web_session_id)
+        .bind(c.created_at_ms)
+        .bind(c.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Spends a launch code: returns what it was for if it is unused, unexpired at `now_ms`
+    /// and its login (if any) is still live, and marks it used in the same statement, so
+    /// that two redemptions cannot both succeed. A code is spent by any redemption, also
+    /// one the caller then refuses (on another app's host, say).
+    pub async fn redeem_app_code(
+        &self,
+        code: &str,
+        now_ms: i64,
+    ) -> Result<Option<AppCode>, DbError> {
+        let row = sqlx::query(
+            "UPDATE app_codes SET used = 1 WHERE code_hash = $1 AND used = 0 \
+             AND expires_at_ms > $2 AND (web_session_id IS NULL OR web_session_id IN \
+             (SELECT id FROM web_sessions WHERE expires_at_ms > $2)) \
+             RETURNING user_id, workspace_id, port, path, embedded, web_session_id",
+        )
+        .bind(secret::hash(code))
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let user_id: i64 = r.try_get("user_id")?;
+        let workspace_id: i64 = r.try_get("workspace_id")?;
+        let names = sqlx::query(
+            "SELECT u.name AS user_name, w.name AS workspace_name FROM users u, workspaces w \
+             WHERE u.id = $1 AND w.id = $2",
+        )
+        .bind(user_id)
+        .bind(workspace_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(AppCode {
+            user: User {
+                id: user_id,
+                name: names.try_get("user_name")?,
+            },
+            workspace_id,
+            workspace_name: names.try_get("workspace_name")?,
+            port: port_column(Some(r.try_get("port")?))?.unwrap_or_default(),
+            path: r.try_get("path")?,
+            embedded: r.try_get::<i64, _>("embedded")? != 0,
+            web_session_id: r.try_get("web_session_id")?,
+        }))
+    }
+
+    /// Stores an app credential.
+    pub async fn create_app_credential(&self, c: &NewAppCredential) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO app_credentials (secret_hash, user_id, workspace_id, port, \
+             web_session_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.secret_hash)
+        .bind(c.user_id)
+        .bind(c.workspace_id)
+        .bind(i64::from(c.port))
+        .bind(c.web_session_id)
+        .bind(c.created_at_ms)
+        .bind(c.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live app credential whose cookie secret is `secret`: unexpired at `now_ms`, and
+    /// minted with an API token or under a login that is still live.
+    pub async fn app_credential(
+        &self,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<AppCredential>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT c.user_id, cu.name AS user_name, c.port, {WORKSPACE_COLUMNS} \
+             JOIN app_credentials c ON c.workspace_id = w.id JOIN users cu ON cu.id = c.user_id \
+             WHERE c.secret_hash = $1 AND c.expires_at_ms > $2 \
+             AND (c.web_session_id IS NULL OR c.web_session_id IN \
+             (SELECT id FROM web_sessions WHERE expires_at_ms > $2))"
+        ))
+        .bind(secret::hash(secret))
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        Ok(Some(AppCredential {
+            user: User {
+                id: r.try_get("user_id")?,
+                name: r.try_get("user_name")?,
+            },
+            workspace: workspace_from_row(&r)?,
+            port: port_column(Some(r.try_get("port")?))?.unwrap_or_default(),
+        }))
+    }
+
+    /// Deletes expired logins, launch codes and app credentials.
+    pub async fn prune_expired(&self, now_ms: i64) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["app_codes", "app_credentials"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE expires_at_ms <= $1 OR web_session_id IN \
+                 (SELECT id FROM web_sessions WHERE expires_at_ms <= $1)"
+            ))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Appends an audit row. Returns `false` when it is a stream report already recorded
@@ -697,6 +998,7 @@ mod tests {
                 ticket_hash: secret::hash(ticket),
                 created_at_ms: 1000,
                 ticket_expires_at_ms: 2000,
+                app_port: None,
             })
             .await
             .expect("create");
@@ -745,6 +1047,211 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].stream_id, Some(3));
         assert_eq!(db.audit_log(None, 1).await.expect("log")[0].id, rows[2].id);
+    }
+
+    /// alice, her workspace `ws`, and a login of hers valid until `login_expires`.
+    async fn alice_logged_in(db: &Db, login_expires: i64) -> (Workspace, i64) {
+        db.add_user("alice", 1).await.expect("add user");
+        let agent = db.add_workspace("ws", "alice", 1).await.expect("add ws");
+        let ws = db
+            .workspace_by_agent_token(&agent)
+            .await
+            .expect("q")
+            .expect("ws");
+        let login = db
+            .create_web_session(ws.owner_id, &secret::hash("bw_login"), 1, login_expires)
+            .await
+            .expect("login");
+        (ws, login)
+    }
+
+    fn code(ws: &Workspace, code: &str, login: Option<i64>, expires: i64) -> NewAppCode {
+        NewAppCode {
+            code_hash: secret::hash(code),
+            user_id: ws.owner_id,
+            workspace_id: ws.id,
+            port: 8080,
+            path: "/deep?q=1".into(),
+            embedded: true,
+            web_session_id: login,
+            created_at_ms: 1,
+            expires_at_ms: expires,
+        }
+    }
+
+    fn credential(
+        ws: &Workspace,
+        secret: &str,
+        login: Option<i64>,
+        expires: i64,
+    ) -> NewAppCredential {
+        NewAppCredential {
+            secret_hash: secret::hash(secret),
+            user_id: ws.owner_id,
+            workspace_id: ws.id,
+            port: 8080,
+            web_session_id: login,
+            created_at_ms: 1,
+            expires_at_ms: expires,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_is_found_by_its_secret_until_it_expires() {
+        let db = db().await;
+        let (_, login) = alice_logged_in(&db, 1000).await;
+        let s = db
+            .web_session("bw_login", 999)
+            .await
+            .expect("q")
+            .expect("live");
+        assert_eq!((s.id, s.user.name.as_str()), (login, "alice"));
+        assert!(db.web_session("bw_login", 1000).await.expect("q").is_none());
+        assert!(db.web_session("bw_other", 1).await.expect("q").is_none());
+        let stored: String = sqlx::query("SELECT secret_hash FROM web_sessions")
+            .fetch_one(&db.pool)
+            .await
+            .expect("row")
+            .get("secret_hash");
+        assert_eq!(stored, secret::hash("bw_login"));
+    }
+
+    #[tokio::test]
+    async fn a_code_redeems_once_before_it_expires_and_only_while_its_login_lives() {
+        let db = db().await;
+        let (ws, login) = alice_logged_in(&db, 10_000).await;
+        db.create_app_code(&code(&ws, "bc_a", Some(login), 100))
+            .await
+            .expect("code");
+        db.create_app_code(&code(&ws, "bc_b", None, 100))
+            .await
+            .expect("code");
+        db.create_app_code(&code(&ws, "bc_c", Some(login), 100))
+            .await
+            .expect("code");
+        let a = db
+            .redeem_app_code("bc_a", 50)
+            .await
+            .expect("q")
+            .expect("first use");
+        assert_eq!(
+            (a.user.name.as_str(), a.workspace_name.as_str(), a.port),
+            ("alice", "ws", 8080)
+        );
+        assert_eq!((a.path.as_str(), a.embedded), ("/deep?q=1", true));
+        assert_eq!(a.web_session_id, Some(login));
+        assert!(
+            db.redeem_app_code("bc_a", 50).await.expect("q").is_none(),
+            "reuse"
+        );
+        assert!(
+            db.redeem_app_code("bc_b", 100).await.expect("q").is_none(),
+            "expired"
+        );
+        assert!(
+            db.redeem_app_code("bc_nope", 50)
+                .await
+                .expect("q")
+                .is_none()
+        );
+        // Logging out takes the login's unspent codes with it.
+        db.delete_web_session(login).await.expect("logout");
+        assert!(db.redeem_app_code("bc_c", 50).await.expect("q").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_credential_dies_with_its_login_and_at_its_expiry() {
+        let db = db().await;
+        let (ws, login) = alice_logged_in(&db, 500).await;
+        db.create_app_credential(&credential(&ws, "bp_login", Some(login), 10_000))
+            .await
+            .expect("credential");
+        db.create_app_credential(&credential(&ws, "bp_token", None, 1000))
+            .await
+            .expect("credential");
+        let c = db
+            .app_credential("bp_login", 10)
+            .await
+            .expect("q")
+            .expect("live");
+        assert_eq!(
+            (c.user.name.as_str(), c.workspace.name.as_str(), c.port),
+            ("alice", "ws", 8080)
+        );
+        // The login expired: so did its credential, though its own expiry is later.
+        assert!(
+            db.app_credential("bp_login", 500)
+                .await
+                .expect("q")
+                .is_none()
+        );
+        // One minted with an API token lives until its own expiry.
+        assert!(
+            db.app_credential("bp_token", 999)
+                .await
+                .expect("q")
+                .is_some()
+        );
+        assert!(
+            db.app_credential("bp_token", 1000)
+                .await
+                .expect("q")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_the_logins_credentials_and_pruning_forgets_the_expired() {
+        let db = db().await;
+        let (ws, login) = alice_logged_in(&db, 500).await;
+        db.create_app_credential(&credential(&ws, "bp_a", Some(login), 10_000))
+            .await
+            .expect("credential");
+        db.create_app_credential(&credential(&ws, "bp_b", None, 10_000))
+            .await
+            .expect("credential");
+        assert_eq!(db.delete_web_session(login).await.expect("logout"), 1);
+        assert!(db.app_credential("bp_a", 10).await.expect("q").is_none());
+        assert!(db.app_credential("bp_b", 10).await.expect("q").is_some());
+
+        let late = db
+            .create_web_session(ws.owner_id, &secret::hash("bw_late"), 1, 100)
+            .await
+            .expect("login");
+        db.create_app_code(&code(&ws, "bc_x", Some(late), 10_000))
+            .await
+            .expect("code");
+        db.prune_expired(10_000).await.expect("prune");
+        for table in ["web_sessions", "app_codes", "app_credentials"] {
+            let n: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+                .fetch_one(&db.pool)
+                .await
+                .expect("count")
+                .get("n");
+            assert_eq!(n, 0, "{table}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_its_app_port() {
+        let db = db().await;
+        let (ws, _) = alice_logged_in(&db, 500).await;
+        for (id, app_port) in [("open", None), ("app", Some(8080))] {
+            db.create_session(&NewSession {
+                id: id.into(),
+                user_id: ws.owner_id,
+                workspace_id: ws.id,
+                force_relay: false,
+                ticket_hash: secret::hash(id),
+                created_at_ms: 1,
+                ticket_expires_at_ms: 2,
+                app_port,
+            })
+            .await
+            .expect("create");
+            let s = db.session(id).await.expect("q").expect("session");
+            assert_eq!(s.app_port, app_port);
+        }
     }
 
     #[tokio::test]

@@ -40,6 +40,12 @@ const SAMPLE_PAGE: &str = r#"<!doctype html>
 </body></html>
 "#;
 
+/// The demo's user; its name and the workspace's make the apps' origins
+/// (`PORT--demo--demo.localhost`), so they are label-safe.
+const DEMO_USER: &str = "demo";
+/// The demo's workspace.
+const DEMO_WORKSPACE: &str = "demo";
+
 /// Options of `burrowd demo`.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
@@ -88,6 +94,17 @@ pub async fn run(
 
     let mut server_config = crate::ServerConfig::new(config.listen, &data_dir);
     server_config.web_dir = config.web_dir.clone();
+    // Browsers resolve *.localhost to loopback themselves and treat it as a secure
+    // context, so every app gets an origin of its own with no DNS set up.
+    let port = config.listen.port();
+    if port == 0 {
+        anyhow::bail!("burrowd demo needs a fixed --listen port: the apps' origins name it");
+    }
+    server_config.public_url = Some(format!("http://127.0.0.1:{port}"));
+    server_config.apps_url = Some(
+        burrow_proto::app_origin::AppsUrl::parse(&format!("http://*.localhost:{port}"))
+            .context("the demo's apps URL")?,
+    );
     // Everything runs on this host, so the relay must reach loopback peers.
     server_config.relay = crate::RelayMode::Embedded(crate::RelayConfig {
         listen: config.relay_listen,
@@ -98,13 +115,13 @@ pub async fn run(
         .await
         .context("starting burrowd")?;
     let now = crate::api::now_ms();
-    let user_token = match server.db.add_user("demo", now).await {
+    let user_token = match server.db.add_user(DEMO_USER, now).await {
         Ok(token) => token,
         Err(e) => anyhow::bail!("creating the demo user (use a fresh --data-dir): {e}"),
     };
     let agent_token = server
         .db
-        .add_workspace("demo", "demo", now)
+        .add_workspace(DEMO_WORKSPACE, DEMO_USER, now)
         .await
         .context("creating the demo workspace")?;
 
@@ -129,18 +146,27 @@ pub async fn run(
         }
     });
 
+    let dashboard = server.origins().dashboard().to_owned();
+    let app_url = |port: u16| -> anyhow::Result<String> {
+        let label = burrow_proto::app_origin::AppLabel::new(port, DEMO_WORKSPACE, DEMO_USER)?;
+        let origin = server.origins().app_origin(&label).unwrap_or_default();
+        Ok(format!("{origin}/"))
+    };
+    let sample_url = app_url(app_port)?;
     let code_server_line = match &code_server {
         Some(c) => format!(
-            "\n  code-server: port {0}, open it from the dashboard or at {base_url}/@demo/apps/{0}/",
-            c.port
+            "\n  code-server: port {}, open it from the dashboard or at {}",
+            c.port,
+            app_url(c.port)?
         ),
         None => "\n  code-server: not installed (scripts/install-deps.sh installs it)".to_owned(),
     };
     eprintln!(
         "\nBurrow demo is running (Ctrl-C to stop).\n\
-         \n  Dashboard:   {base_url}/#token={user_token}\
+         \n  Dashboard:   {dashboard}/#token={user_token}\
          \n  User token:  {user_token}\
-         \n  Workspace:   demo, serving a sample web app on its port {app_port}\
+         \n  Workspace:   {DEMO_WORKSPACE}, serving a sample web app on its port {app_port}\
+         \n  Sample app:  {sample_url}\
          {code_server_line}\
          \n\nReach the app through a WebRTC tunnel:\
          \n  cargo run --release --bin burrow -- --url {base_url} --token {user_token} port-forward demo 8081:{app_port}\

@@ -27,9 +27,12 @@ impl AppError {
     }
 
     /// 401 with the message every unauthenticated request gets (it does not say whether the
-    /// token was missing, malformed or unknown).
+    /// token or login was missing, malformed, unknown or expired).
     pub fn unauthorized() -> Self {
-        Self::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
+        Self::new(
+            ErrorCode::Unauthorized,
+            "missing or invalid bearer token or login",
+        )
     }
 
     /// The body the client sees.

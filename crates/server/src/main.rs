@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use burrow_proto::app_origin::AppsUrl;
 use burrow_server::{RelayConfig, RelayMode, ServerConfig, Timing};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -66,9 +67,16 @@ struct ServeArgs {
     /// Directory of the database and the relay secret (created if missing).
     #[arg(long, env = "BURROWD_DATA_DIR")]
     data_dir: PathBuf,
-    /// URL clients and agents use to reach this server (for the logs).
+    /// URL clients, agents and browsers use to reach this server; its origin is the
+    /// dashboard's, the only one whose pages may log in (default: http://LISTEN).
     #[arg(long)]
     public_url: Option<String>,
+    /// Serve workspace apps in the browser, each on an origin of its own under this
+    /// wildcard URL, e.g. http://*.localhost:8080 or https://*.apps.example.com (whose
+    /// names must resolve to burrowd). Without it, apps open only with `burrow
+    /// port-forward`.
+    #[arg(long, value_parser = parse_apps_url)]
+    apps_url: Option<AppsUrl>,
     /// Relay to run; ignored when --turn-url names an external one.
     #[arg(long, value_enum, default_value = "embedded")]
     relay: RelayKind,
@@ -223,6 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         public_url: args.public_url,
+        apps_url: args.apps_url,
         relay,
         stun_urls: args.stun_urls,
         timing: Timing {
@@ -242,6 +251,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     Ok(())
+}
+
+fn parse_apps_url(s: &str) -> Result<AppsUrl, String> {
+    AppsUrl::parse(s).map_err(|e| e.to_string())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,4 +1,5 @@
-//! Bearer secrets: API tokens, agent tokens and signaling tickets.
+//! Bearer secrets: API tokens, agent tokens, signaling tickets, and the browser's: login
+//! cookies, launch codes and app credential cookies.
 //!
 //! Each is 32 random bytes, base64url without padding, behind a prefix that tells a person
 //! (or a secret scanner) what it is. burrowd stores only the SHA-256 of a secret: a leaked
@@ -14,6 +15,12 @@ pub const USER_TOKEN_PREFIX: &str = "bu_";
 pub const AGENT_TOKEN_PREFIX: &str = "ba_";
 /// Prefix of signaling tickets.
 pub const TICKET_PREFIX: &str = "bt_";
+/// Prefix of dashboard login (web session) cookies.
+pub const WEB_SESSION_PREFIX: &str = "bw_";
+/// Prefix of one-time launch codes.
+pub const APP_CODE_PREFIX: &str = "bc_";
+/// Prefix of app credential cookies.
+pub const APP_CREDENTIAL_PREFIX: &str = "bp_";
 
 /// A fresh random secret: `prefix` followed by 32 random bytes in base64url.
 pub fn generate(prefix: &str) -> String {

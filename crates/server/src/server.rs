@@ -11,8 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::api::{self, AppState, IceConfig, Timing, TurnConfig};
+use burrow_proto::app_origin::AppsUrl;
+
+use crate::api::{AppState, IceConfig, Timing, TurnConfig};
 use crate::db::{AuditEntry, Db, DbError};
+use crate::origins::Origins;
 use crate::relay::{self, Relay, RelayConfig, RelayError, TurnRefusal};
 
 /// How long shutdown waits for connections to finish.
@@ -56,8 +59,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the database and the relay secret.
     pub data_dir: PathBuf,
-    /// The URL clients and agents use to reach this server, for the logs.
+    /// The URL clients and agents use to reach this server. Its origin is the dashboard's,
+    /// which browser requests made with the login cookie must come from; without it,
+    /// `http://<listen address>`.
     pub public_url: Option<String>,
+    /// The wildcard URL workspace apps are served under in the browser, each on an origin
+    /// of its own (`http://*.localhost:8080`). `None`: no apps in the browser.
+    pub apps_url: Option<AppsUrl>,
     /// The relay.
     pub relay: RelayMode,
     /// `stun:` URLs to hand out. Empty: the relay's own (embedded, or the external TURN
@@ -81,6 +89,7 @@ impl ServerConfig {
             listen,
             data_dir: data_dir.into(),
             public_url: None,
+            apps_url: None,
             relay: RelayMode::Embedded(RelayConfig {
                 listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
                 relay_ip: None,
@@ -202,7 +211,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     info!(?ice, relay = ?config.relay, "ICE servers");
 
     let audit_task = tokio::spawn(record_relay_refusals(db.clone(), refusal_rx));
-    let state = AppState::new(db.clone(), ice, config.timing);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -214,12 +222,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         addr: config.listen,
         source,
     })?;
+    let dashboard_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| Origins::dashboard_url_of(http_addr));
+    let origins = Origins::new(&dashboard_url, config.apps_url.clone())
+        .map_err(|e| ServerError::Config(format!("--public-url: {e}")))?;
+    if config.public_url.is_none() && http_addr.ip().is_unspecified() {
+        warn!(dashboard = %origins.dashboard(), "no --public-url: browsers must reach the dashboard at {}, or it refuses their logins", origins.dashboard());
+    }
+    if let Some(apps) = origins.apps()
+        && !apps.is_secure_context()
+    {
+        warn!(apps_url = %apps, "app origins are plain HTTP outside localhost: browsers keep no Secure cookie there, so apps shown inside the dashboard cannot keep their credential; use https:// or *.localhost");
+    }
+    let state = AppState::new(db.clone(), ice, config.timing, origins);
     let (stop, stopped) = oneshot::channel::<()>();
     if !crate::web::packages_built(&config.web_dir) {
         warn!(web_dir = %config.web_dir.display(), "the dashboard's Wasm packages are not built (npm run build): the dashboard cannot open tunnels");
     }
-    let app = crate::web::router(&config.web_dir).merge(api::app(state.clone()));
-    let app = api::with_cors(app, &config.cors_allow_origins)?
+    let app = crate::host::service(state.clone(), &config.web_dir, &config.cors_allow_origins)?
         .into_make_service_with_connect_info::<SocketAddr>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -228,11 +250,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             })
             .await
     });
-    let public = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
-    info!(%http_addr, public_url = %public, data_dir = %config.data_dir.display(), "burrowd listening");
+    let apps_url = state.origins().apps().map(ToString::to_string);
+    info!(%http_addr, public_url = %dashboard_url, dashboard = %state.origins().dashboard(),
+          apps_url = apps_url.as_deref().unwrap_or("off"), data_dir = %config.data_dir.display(),
+          "burrowd listening");
     Ok(RunningServer {
         http_addr,
         relay_addr: relay.as_ref().map(Relay::advertised_addr),
@@ -256,6 +277,11 @@ impl RunningServer {
     /// The HTTP base URL, `http://<http_addr>`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// The dashboard's origin and the apps URL it serves.
+    pub fn origins(&self) -> &Origins {
+        self.state.origins()
     }
 
     /// The URL agents connect to.

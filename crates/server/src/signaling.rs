@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use burrow_proto::signal::{
-    AgentToServer, ApiError, ClientToServer, ErrorCode, MIN_SIGNAL_VERSION, SIGNAL_VERSION,
-    ServerToAgent, ServerToClient, StreamReport,
+    AgentToServer, ApiError, ClientToServer, ErrorCode, MIN_SIGNAL_VERSION,
+    PORT_RESTRICTION_VERSION, SIGNAL_VERSION, ServerToAgent, ServerToClient, StreamReport,
 };
 use serde::Serialize;
 use tokio::sync::mpsc::error::TrySendError;
@@ -349,15 +349,24 @@ pub async fn run_client(
         // revoked alone, and the relay's logs tell the two apart.
         ice_servers: state.ice_servers(&format!("{}:agent", session.id)),
         ice_transport_policy: policy(session.force_relay),
-        ports: None,
+        ports: session.app_port.map(|p| vec![p]),
     };
-    let failure = match reg.agent_tx.try_send(announce) {
-        Ok(()) => client_loop(&mut socket, &state, &session, reg).await,
-        Err(TrySendError::Full(_)) => Some(ApiError::new(
-            ErrorCode::Internal,
-            "the agent is not keeping up; try again",
-        )),
-        Err(TrySendError::Closed(_)) => Some(agent_offline()),
+    // The grant checked the agent's version, but the workspace may have been taken over
+    // by an older agent since: it would ignore `ports` and serve every port.
+    let failure = if session.app_port.is_some() && reg.agent_version < PORT_RESTRICTION_VERSION {
+        Some(ApiError::new(
+            ErrorCode::AgentTooOld,
+            "the agent is too old for browser apps",
+        ))
+    } else {
+        match reg.agent_tx.try_send(announce) {
+            Ok(()) => client_loop(&mut socket, &state, &session, reg).await,
+            Err(TrySendError::Full(_)) => Some(ApiError::new(
+                ErrorCode::Internal,
+                "the agent is not keeping up; try again",
+            )),
+            Err(TrySendError::Closed(_)) => Some(agent_offline()),
+        }
     };
     state.broker().close_session(&session.id);
     match failure {

@@ -42,13 +42,20 @@ async fn session_with_bad_token_is_401_json_and_audited_without_user() {
 }
 
 #[tokio::test]
-async fn session_for_another_users_workspace_is_403_and_audited() {
+async fn session_for_another_users_workspace_answers_like_a_missing_one_but_is_audited() {
     let env = Env::start().await;
     let (_alice, _agent) = env.online_workspace("alice", "box").await;
     let mallory = env.user("mallory").await;
-    let r = env.request_session(&mallory, "box", false).await;
-    assert_eq!(r.status(), 403);
-    assert_eq!(api_error(r).await.code, ErrorCode::Forbidden);
+    let foreign = env.request_session(&mallory, "box", false).await;
+    let foreign = (foreign.status(), api_error(foreign).await);
+    // The same name, once the workspace is gone, as the attacker would see it.
+    let missing = env.request_session(&mallory, "nowhere", false).await;
+    let missing = (missing.status(), api_error(missing).await);
+    assert_eq!(foreign.0, 404);
+    assert_eq!(foreign.0, missing.0);
+    assert_eq!(foreign.1.code, missing.1.code);
+    assert_eq!(foreign.1.message, r#"no workspace named "box""#);
+    assert_eq!(missing.1.message, r#"no workspace named "nowhere""#);
     let row = env.wait_audit(|r| r.outcome == "refused: forbidden").await;
     assert_eq!(row.user.as_deref(), Some("mallory"));
     assert_eq!(row.workspace.as_deref(), Some("box"));

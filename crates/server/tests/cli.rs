@@ -181,3 +181,17 @@ fn serve_with_unusable_listen_address_fails_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("binding the HTTP listener"), "{err}");
 }
+
+#[test]
+fn serve_with_an_apps_url_that_is_no_wildcard_origin_fails_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_burrowd"))
+        .args(["serve", "--relay", "none", "--apps-url", "http://localhost:8080"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected http(s)://*.DOMAIN[:PORT]"), "{err}");
+}

@@ -311,13 +311,13 @@ fn refusals_give_clear_errors_and_audit_rows() -> anyhow::Result<()> {
                 .is_some_and(|o| o.contains("unauthorized"))
         })?;
 
-    // Another user's workspace.
+    // Another user's workspace: refused as if it did not exist, audited as forbidden.
     let out = burrow(&w.burrowd.url, &bob)?
         .args(["ping", WS, "--udp-bind", "127.0.0.1"])
         .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("forbidden"), "{err}");
+    assert!(err.contains("not_found: no workspace named"), "{err}");
     w.burrowd
         .wait_for_audit("for bob's attempt", Duration::from_secs(5), |r| {
             r["user"] == "bob"

@@ -33,6 +33,15 @@ pub fn localhost0() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
 
+/// A free TCP port on 127.0.0.1 (racy in principle; fine for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 impl Env {
     /// A server whose embedded relay listens on 127.0.0.1 and may relay to loopback peers.
     pub async fn start() -> Self {
@@ -58,6 +67,53 @@ impl Env {
             http: reqwest::Client::new(),
             dir,
         }
+    }
+
+    /// A server with apps in the browser on, under `http://*.localhost:PORT` where PORT is
+    /// its own (so it listens on a port picked beforehand); its dashboard's origin is
+    /// `http://127.0.0.1:PORT`.
+    pub async fn start_with_apps(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let port = free_port();
+        Self::start_with(|c| {
+            c.listen = SocketAddr::from(([127, 0, 0, 1], port));
+            c.apps_url = Some(
+                burrow_proto::app_origin::AppsUrl::parse(&format!("http://*.localhost:{port}"))
+                    .expect("apps url"),
+            );
+            configure(c);
+        })
+        .await
+    }
+
+    /// The dashboard's origin.
+    pub fn dashboard(&self) -> String {
+        self.server.origins().dashboard().to_owned()
+    }
+
+    /// `LABEL.localhost:PORT`, the `Host` of an app.
+    pub fn app_host(&self, port: u16, workspace: &str, user: &str) -> String {
+        format!(
+            "{port}--{workspace}--{user}.localhost:{}",
+            self.server.http_addr.port()
+        )
+    }
+
+    /// The origin of an app.
+    pub fn app_origin(&self, port: u16, workspace: &str, user: &str) -> String {
+        format!("http://{}", self.app_host(port, workspace, user))
+    }
+
+    /// A request to `path` on the host `host`, sent to this server (names under
+    /// `localhost` need no resolver this way).
+    pub fn on_host(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        browser()
+            .request(method, format!("{}{path}", self.base))
+            .header(http::header::HOST, host)
     }
 
     pub fn ws_base(&self) -> String {
@@ -182,6 +238,57 @@ impl Env {
         let agent_token = self.workspace(ws, user).await;
         let agent = self.agent(&agent_token, &[22]).await;
         (token, agent)
+    }
+}
+
+/// An HTTP client that, like a test of a browser's view, follows no redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The `name=value` of the response's `Set-Cookie` for `name`, and the whole header.
+pub fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    r.headers()
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let pair = v.split(';').next().unwrap_or_default().to_owned();
+            (pair, v.to_owned())
+        })
+}
+
+/// Opens a WebSocket at `path` on `host` of this server with `origin` (if any).
+pub async fn ws_on_host(
+    env: &Env,
+    host: &str,
+    path: &str,
+    origin: Option<&str>,
+) -> Result<Ws, tungstenite::Error> {
+    let mut request = format!("{}{path}", env.ws_base())
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert(http::header::HOST, host.parse().expect("host"));
+    if let Some(origin) = origin {
+        headers.insert(http::header::ORIGIN, origin.parse().expect("origin"));
+    }
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect in time")
+        .map(|(ws, _)| ws)
+}
+
+/// Asserts that a WebSocket attempt was refused with HTTP `status` before upgrading.
+pub fn assert_refused(result: Result<Ws, tungstenite::Error>, status: u16) {
+    match result {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), status),
+        Err(e) => panic!("expected HTTP {status}, got {e}"),
+        Ok(_) => panic!("expected HTTP {status}, got an open WebSocket"),
     }
 }
 
