@@ -245,6 +245,18 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// The scheme of an `http://` or `https://` URL (in any case) and what follows `://`.
+    pub fn split_url(url: &str) -> Option<(Self, &str)> {
+        let (scheme, rest) = url.split_once("://")?;
+        if scheme.eq_ignore_ascii_case("http") {
+            Some((Self::Http, rest))
+        } else if scheme.eq_ignore_ascii_case("https") {
+            Some((Self::Https, rest))
+        } else {
+            None
+        }
+    }
+
     /// The scheme as it is written in URLs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -309,14 +321,7 @@ impl AppsUrl {
         let shape = || AppsUrlError::Shape {
             url: url.to_owned(),
         };
-        let (scheme, rest) = url.split_once("://").ok_or_else(shape)?;
-        let scheme = if scheme.eq_ignore_ascii_case("http") {
-            Scheme::Http
-        } else if scheme.eq_ignore_ascii_case("https") {
-            Scheme::Https
-        } else {
-            return Err(shape());
-        };
+        let (scheme, rest) = Scheme::split_url(url).ok_or_else(shape)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let host_port = rest.strip_prefix("*.").ok_or_else(shape)?;
         if host_port.contains(['/', '?', '#', '@', '*', '[', ']']) {

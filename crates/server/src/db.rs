@@ -330,6 +330,11 @@ fn port_column(v: Option<i64>) -> Result<Option<u16>, sqlx::Error> {
         .transpose()
 }
 
+/// The condition that a row's login (`web_session_id`) is live at `$2`, or that it was
+/// minted with an API token and has none.
+const LOGIN_LIVE_AT_2: &str = "(web_session_id IS NULL OR web_session_id IN \
+     (SELECT id FROM web_sessions WHERE expires_at_ms > $2))";
+
 fn parse_ports(s: &str) -> Vec<u16> {
     s.split(',').filter_map(|p| p.trim().parse().ok()).collect()
 }
@@ -743,12 +748,11 @@ impl Db {
         code: &str,
         now_ms: i64,
     ) -> Result<Option<AppCode>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "UPDATE app_codes SET used = 1 WHERE code_hash = $1 AND used = 0 \
-             AND expires_at_ms > $2 AND (web_session_id IS NULL OR web_session_id IN \
-             (SELECT id FROM web_sessions WHERE expires_at_ms > $2)) \
-             RETURNING user_id, workspace_id, port, path, embedded, web_session_id",
-        )
+             AND expires_at_ms > $2 AND {LOGIN_LIVE_AT_2} \
+             RETURNING user_id, workspace_id, port, path, embedded, web_session_id"
+        ))
         .bind(secret::hash(code))
         .bind(now_ms)
         .fetch_optional(&self.pool)
@@ -808,9 +812,7 @@ impl Db {
         let row = sqlx::query(&format!(
             "SELECT c.user_id, cu.name AS user_name, c.port, {WORKSPACE_COLUMNS} \
              JOIN app_credentials c ON c.workspace_id = w.id JOIN users cu ON cu.id = c.user_id \
-             WHERE c.secret_hash = $1 AND c.expires_at_ms > $2 \
-             AND (c.web_session_id IS NULL OR c.web_session_id IN \
-             (SELECT id FROM web_sessions WHERE expires_at_ms > $2))"
+             WHERE c.secret_hash = $1 AND c.expires_at_ms > $2 AND {LOGIN_LIVE_AT_2}"
         ))
         .bind(secret::hash(secret))
         .bind(now_ms)

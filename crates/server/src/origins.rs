@@ -60,14 +60,7 @@ impl Origins {
         let err = || DashboardUrlError {
             url: dashboard_url.to_owned(),
         };
-        let (scheme, rest) = dashboard_url.split_once("://").ok_or_else(err)?;
-        let scheme = if scheme.eq_ignore_ascii_case("http") {
-            Scheme::Http
-        } else if scheme.eq_ignore_ascii_case("https") {
-            Scheme::Https
-        } else {
-            return Err(err());
-        };
+        let (scheme, rest) = Scheme::split_url(dashboard_url).ok_or_else(err)?;
         let authority = rest
             .split(['/', '?', '#'])
             .next()

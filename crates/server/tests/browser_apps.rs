@@ -21,6 +21,37 @@ struct World {
     agent: Ws,
 }
 
+impl World {
+    /// alice's launch of her app `port` of `box`, with her token.
+    async fn launch(&self, port: u16) -> Launch {
+        launch(
+            &self.env,
+            As::Token(&self.alice),
+            "box",
+            port,
+            &LaunchRequest::default(),
+        )
+        .await
+    }
+}
+
+fn deep_link(path: &str, embedded: bool) -> LaunchRequest {
+    LaunchRequest {
+        path: Some(path.to_owned()),
+        embedded,
+    }
+}
+
+/// `GET path` on the dashboard with a `Cookie` header.
+async fn get_with_cookie(env: &Env, path: &str, cookie: &str) -> Response {
+    browser()
+        .get(format!("{}{path}", env.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get")
+}
+
 async fn world() -> World {
     world_with(|_| {}).await
 }
@@ -127,14 +158,7 @@ async fn open_launch(env: &Env, launch: &Launch, host: Option<&str>) -> Response
 /// A credential cookie (`name=value`) for alice's app `port` of `box`, launched with her
 /// token.
 async fn credential(w: &World, port: u16) -> String {
-    let l = launch(
-        &w.env,
-        As::Token(&w.alice),
-        "box",
-        port,
-        &LaunchRequest::default(),
-    )
-    .await;
+    let l = w.launch(port).await;
     let r = open_launch(&w.env, &l, None).await;
     assert_eq!(r.status(), 303);
     set_cookie(&r, "__Host-burrow_app").expect("app cookie").0
@@ -239,12 +263,8 @@ async fn login_sets_an_http_only_strict_host_cookie_that_reads_the_api() {
     assert_eq!(body, serde_json::json!({ "user": "alice" }));
     w.env.wait_audit(|r| r.outcome == "logged in").await;
 
-    let me: Me = browser()
-        .get(format!("{}/api/v1/me", w.env.base))
-        .header("cookie", &cookie)
-        .send()
+    let me: Me = get_with_cookie(&w.env, "/api/v1/me", &cookie)
         .await
-        .expect("me")
         .json()
         .await
         .expect("json");
@@ -258,26 +278,11 @@ async fn login_sets_an_http_only_strict_host_cookie_that_reads_the_api() {
             )),
         }
     );
-    let r = browser()
-        .get(format!("{}/api/v1/workspaces", w.env.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("workspaces");
+    let r = get_with_cookie(&w.env, "/api/v1/workspaces", &cookie).await;
     assert_eq!(r.status(), 200);
-    let r = browser()
-        .get(format!("{}/api/v1/audit", w.env.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("audit");
+    let r = get_with_cookie(&w.env, "/api/v1/audit", &cookie).await;
     assert_eq!(r.status(), 200);
-    let r = browser()
-        .get(format!("{}/api/v1/me", w.env.base))
-        .header("cookie", "__Host-burrow_session=bw_forged")
-        .send()
-        .await
-        .expect("me");
+    let r = get_with_cookie(&w.env, "/api/v1/me", "__Host-burrow_session=bw_forged").await;
     assert_eq!(r.status(), 401);
 }
 
@@ -394,14 +399,7 @@ async fn launch_of_another_users_workspace_answers_exactly_like_a_missing_one() 
 #[tokio::test]
 async fn launch_answers_a_one_time_url_on_the_apps_own_origin_and_is_audited() {
     let w = world().await;
-    let l = launch(
-        &w.env,
-        As::Token(&w.alice),
-        "box",
-        8080,
-        &LaunchRequest::default(),
-    )
-    .await;
+    let l = w.launch(8080).await;
     let origin = w.env.app_origin(8080, "box", "alice");
     assert_eq!(l.origin, origin);
     let code = l
@@ -473,10 +471,7 @@ async fn launch_refuses_deep_links_that_leave_the_app() {
             As::Token(&w.alice),
             "box",
             8080,
-            &LaunchRequest {
-                path: Some(path.into()),
-                embedded: false,
-            },
+            &deep_link(path, false),
         )
         .await;
         assert_eq!(r.status(), 400, "{path:?}");
@@ -487,10 +482,7 @@ async fn launch_refuses_deep_links_that_leave_the_app() {
         As::Token(&w.alice),
         "box",
         8080,
-        &LaunchRequest {
-            path: Some(long),
-            embedded: false,
-        },
+        &deep_link(&long, false),
     )
     .await;
     assert_eq!(r.status(), 400);
@@ -526,10 +518,7 @@ async fn a_code_sets_a_partitioned_credential_and_lands_on_the_deep_link() {
         As::Token(&w.alice),
         "box",
         8080,
-        &LaunchRequest {
-            path: Some("/deep/link?q=1".into()),
-            embedded: false,
-        },
+        &deep_link("/deep/link?q=1", false),
     )
     .await;
     let r = open_launch(&w.env, &l, None).await;
@@ -555,10 +544,7 @@ async fn a_code_sets_a_partitioned_credential_and_lands_on_the_deep_link() {
         As::Token(&w.alice),
         "box",
         8080,
-        &LaunchRequest {
-            path: Some("/deep/link?q=1".into()),
-            embedded: true,
-        },
+        &deep_link("/deep/link?q=1", true),
     )
     .await;
     let r = open_launch(&w.env, &l, None).await;
@@ -582,14 +568,7 @@ fn assert_bad_code_page(r: &Response, dashboard: &str) {
 #[tokio::test]
 async fn a_code_works_once() {
     let w = world().await;
-    let l = launch(
-        &w.env,
-        As::Token(&w.alice),
-        "box",
-        8080,
-        &LaunchRequest::default(),
-    )
-    .await;
+    let l = w.launch(8080).await;
     assert_eq!(open_launch(&w.env, &l, None).await.status(), 303);
     let again = open_launch(&w.env, &l, None).await;
     assert_bad_code_page(&again, &w.env.dashboard());
@@ -608,14 +587,7 @@ async fn a_code_works_once() {
 #[tokio::test]
 async fn an_expired_code_is_refused() {
     let w = world_with(|c| c.timing.app_code_ttl = std::time::Duration::from_millis(1)).await;
-    let l = launch(
-        &w.env,
-        As::Token(&w.alice),
-        "box",
-        8080,
-        &LaunchRequest::default(),
-    )
-    .await;
+    let l = w.launch(8080).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_bad_code_page(&open_launch(&w.env, &l, None).await, &w.env.dashboard());
 }
@@ -626,27 +598,13 @@ async fn a_code_redeemed_on_another_apps_host_is_refused_and_spent() {
     let bob = w.env.user("bob").await;
     let bobs_agent = w.env.workspace("bobs", "bob").await;
     let _bobs_agent = w.env.agent(&bobs_agent, &[8080]).await;
-    let l = launch(
-        &w.env,
-        As::Token(&w.alice),
-        "box",
-        8080,
-        &LaunchRequest::default(),
-    )
-    .await;
+    let l = w.launch(8080).await;
     for other in [
         w.env.app_host(8081, "box", "alice"),
         w.env.app_host(8080, "bobs", "bob"),
         w.env.app_host(8080, "box", "bob"),
     ] {
-        let l = launch(
-            &w.env,
-            As::Token(&w.alice),
-            "box",
-            8080,
-            &LaunchRequest::default(),
-        )
-        .await;
+        let l = w.launch(8080).await;
         assert_bad_code_page(
             &open_launch(&w.env, &l, Some(&other)).await,
             &w.env.dashboard(),
@@ -999,12 +957,7 @@ async fn logout_ends_the_login_and_revokes_its_app_credentials_and_codes() {
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     w.env.wait_audit(|r| r.outcome == "logged out").await;
 
-    let me = browser()
-        .get(format!("{}/api/v1/me", w.env.base))
-        .header("cookie", &login_cookie)
-        .send()
-        .await
-        .expect("me");
+    let me = get_with_cookie(&w.env, "/api/v1/me", &login_cookie).await;
     assert_eq!(me.status(), 401);
     assert_eq!(
         app_session(&w.env, &host, Some(&app_cookie), Some(&origin))

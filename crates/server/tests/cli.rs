@@ -171,27 +171,26 @@ fn serve_with_unusable_listen_address_fails_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_burrowd"))
-        .args(["serve", "--listen", &addr, "--relay", "none"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_failure(dir.path(), &["--listen", &addr]);
     assert!(err.contains("binding the HTTP listener"), "{err}");
 }
 
 #[test]
 fn serve_with_an_apps_url_that_is_no_wildcard_origin_fails_clearly() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let err = serve_failure(dir.path(), &["--apps-url", "http://localhost:8080"]);
+    assert!(err.contains("expected http(s)://*.DOMAIN[:PORT]"), "{err}");
+}
+
+/// Runs `burrowd serve --relay none ARGS`, which must fail; returns its stderr.
+fn serve_failure(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_burrowd"))
-        .args(["serve", "--relay", "none", "--apps-url", "http://localhost:8080"])
+        .args(["serve", "--relay", "none"])
+        .args(args)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .output()
         .expect("run");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("expected http(s)://*.DOMAIN[:PORT]"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
