@@ -1,8 +1,10 @@
 // One browser measurement alone, for trying a change to the tunnel's bulk path without the
 // whole browser half (npm run bench:browser): `tunnel.dial` transfers between headless
-// Chromium and the agent, one after another, each printed with its rate, the datagrams the
-// kernel dropped for full UDP receive buffers meanwhile (RcvbufErrors in /proc/net/snmp; the
-// whole machine's count), and every pause of over 200 ms between two reads in the page.
+// Chromium and the agent (through the tunnel of the byte source's own app origin, its shell
+// in a tab of its own, as in the benchmark), one after another, each printed with its rate,
+// the datagrams the kernel dropped for full UDP receive buffers meanwhile (RcvbufErrors in
+// /proc/net/snmp; the whole machine's count), and every pause of over 200 ms between two
+// reads in the page.
 // Release burrowd and burrow-agent and the Web packages as they are built (bench/run.sh or
 // npm run bench:browser builds them). Prints; asserts nothing; writes no results file.
 //
@@ -17,7 +19,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { chromiumArgs, chromiumPath, log, startByteSource, startStack, stopAll, targetDir } from "../e2e/harness.mjs";
-import { dialTransfer } from "./dial.mjs";
+import { dialTransfer, openTab } from "./dial.mjs";
 
 const RUNS = Number(process.env.PROBE_RUNS || 6);
 const MIB = Number(process.env.PROBE_MIB || 256);
@@ -37,10 +39,16 @@ try {
   stack = await startStack({ binDir: path.join(targetDir, "release"), extraPorts: [source.port] });
   log(`stack up in ${stack.work}`);
   browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: chromiumArgs });
-  const page = await (await browser.newContext()).newPage();
-  await page.goto(`${stack.url}/#token=${stack.token}`);
-  await page.waitForFunction(() => window.__burrowHost, null, { timeout: 30000 });
-  const p = await page.evaluate(() => window.__burrowHost.tunnel("dev").then((t) => t.stats()).then((s) => s.path));
+  const context = await browser.newContext();
+  const dashboard = await context.newPage();
+  await dashboard.goto(`${stack.url}/`);
+  await dashboard.locator("#token").fill(stack.token);
+  await dashboard.locator("#login button").click();
+  await dashboard.locator("#main").waitFor({ state: "visible", timeout: 30000 });
+  // An app origin's tunnel reaches its own port only: the byte source is opened as an app
+  // of its own, and its shell's tunnel makes the transfers.
+  const page = await openTab(context, dashboard, source.port);
+  const p = await page.evaluate(() => window.__burrowShell.tunnel().then((t) => t.stats()).then((s) => s.path));
   log(`tunnel path: ${p}`);
   for (let i = 0; i < RUNS; i++) {
     for (const dir of DIRS) {

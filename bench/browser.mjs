@@ -27,7 +27,7 @@ import { chromium } from "playwright-core";
 import {
   chromiumArgs, chromiumPath, log, root, run, startByteSource, startStack, stopAll, tail, targetDir, toolsDir, waitFor,
 } from "../e2e/harness.mjs";
-import { dialTransfer } from "./dial.mjs";
+import { dialTransfer, openTab } from "./dial.mjs";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 5);
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS || 3);
@@ -130,39 +130,70 @@ async function newContext() {
   return context;
 }
 
-/** A dashboard page in a fresh context, its tunnel to "dev" connected on the direct path.
- *  ICE may settle on the embedded relay's candidate pair even on loopback (when the direct
- *  checks lose the race on a loaded machine); such a tunnel measures the relay, so the
- *  context is dropped and made again, a bounded number of times. */
-async function newDashboard() {
-  let path;
+/** The path ("direct" or "relay") of the tunnel of `shell`, an app's shell window (a frame
+ *  of the dashboard's view, or a tab of its own). */
+function tunnelPath(shell) {
+  return shell.evaluate(() => window.__burrowShell.tunnel().then((t) => t.stats()).then((s) => s.path));
+}
+
+/** A dashboard page in a fresh context, logged in through its form, and what `open(dash)`
+ *  opened from it: each app has a tunnel of its own, held by its shell, and every shell in
+ *  `open`'s `shells` must have connected on the direct path. ICE may settle on the embedded
+ *  relay's candidate pair even on loopback (when the direct checks lose the race on a loaded
+ *  machine); such a tunnel measures the relay, so the context is dropped and made again, a
+ *  bounded number of times. */
+async function newDashboard(open = async () => ({})) {
+  let paths = [];
   for (let attempt = 0; attempt < 4; attempt++) {
     const context = await newContext();
     try {
       const page = await context.newPage();
-      await page.goto(`${stack.url}/#token=${stack.token}`);
-      await page.waitForFunction(() => window.__burrowHost, null, { timeout: 30000 });
-      path = await page.evaluate(() => window.__burrowHost.tunnel("dev").then((t) => t.stats()).then((s) => s.path));
-      if (path === "direct") return { context, page };
-      log(`the tunnel took the ${path} path; connecting again`);
+      await page.goto(`${stack.url}/`);
+      await page.locator("#token").fill(stack.token);
+      await page.locator("#login button").click();
+      await page.locator("#main").waitFor({ state: "visible", timeout: 30000 });
+      const opened = await open({ context, page });
+      paths = [];
+      for (const shell of opened.shells ?? []) paths.push(await tunnelPath(shell));
+      if (paths.every((p) => p === "direct")) return { context, page, ...opened };
+      log(`the tunnels took the ${paths.join(", ")} paths; connecting again`);
     } catch (e) {
       await context.close().catch(() => {});
       throw e;
     }
     await context.close().catch(() => {});
   }
-  throw new Error(`the tunnel took the ${path} path in 4 attempts, not the direct one`);
+  throw new Error(`the tunnels took the ${paths.join(", ")} paths in 4 attempts, not only the direct one`);
 }
 
-/** Opens the app on `port` in the dashboard's app view; its frame once the app page loaded. */
+/** The shell window of the app on `port` in `page` (the frame in the dashboard's view, or
+ *  the tab's own document), once it is up. */
+function shellFrame(page, port) {
+  const origin = `${stack.appOrigin(port)}/`;
+  return waitFor("the app's shell", async () => {
+    for (const f of page.frames()) {
+      if (!f.isDetached() && f.url().startsWith(origin) && await f.evaluate(() => !!window.__burrowShell?.frame).catch(() => false)) return f;
+    }
+    return null;
+  }, 60000);
+}
+
+/** The app's own frame in `page`: its shell's child, on the app's origin. */
+async function appFrame(page, port) {
+  const shell = await shellFrame(page, port);
+  const origin = `${stack.appOrigin(port)}/`;
+  return waitFor("the app frame", () => shell.childFrames().find((f) => !f.isDetached() && f.url().startsWith(origin)), 30000);
+}
+
+/** Opens the app on `port` in the dashboard's app view (its frame #app holds the app's shell,
+ *  which shows the app in its frame #burrow-app); the app's frame once `ready` is in it. */
 async function openApp(page, port, ready) {
   const button = page.locator(`button[data-open="dev:${port}"]`);
   await button.waitFor({ state: "visible", timeout: 30000 });
   await waitFor("the workspace online in the dashboard", () => button.isEnabled(), 30000);
   await button.click();
-  const frame = page.frameLocator("#app");
-  await frame.locator(ready).first().waitFor({ timeout: 60000 });
-  return waitFor("the app frame", () => page.frames().find((f) => f.url().includes(`/apps/${port}/`) && !f.isDetached()), 30000);
+  await page.frameLocator("#app").frameLocator("#burrow-app").locator(ready).first().waitFor({ timeout: 60000 });
+  return appFrame(page, port);
 }
 
 // ---- 1, 2, 3: bulk transfers ---------------------------------------------------------
@@ -211,13 +242,15 @@ async function dataChannelCeiling(page, { mib, message, high, low }) {
   }, { mib, message, high, low });
 }
 
-/** `tunnel.dial` to the byte source: `mib` MiB agent → page, read to EOF. */
-const dialDownload = (page, mib) => dialTransfer(page, source.port, mib, "down");
+/** `tunnel.dial` to the byte source in its shell `shell`: `mib` MiB agent → page, read to EOF. */
+const dialDownload = (shell, mib) => dialTransfer(shell, source.port, mib, "down");
 
-/** `tunnel.dial` to the byte source: `mib` MiB page → agent, until the service counted them. */
-const dialUpload = (page, mib) => dialTransfer(page, source.port, mib, "up");
+/** `tunnel.dial` to the byte source in its shell `shell`: `mib` MiB page → agent, until the
+ *  service counted them. */
+const dialUpload = (shell, mib) => dialTransfer(shell, source.port, mib, "up");
 
-/** `fetch` of the test app's /big in `frame` (an app page, or the app's own origin). */
+/** `fetch` of the test app's /big in `frame` (an app page on the app's origin, or a page the
+ *  test app served itself). */
 async function fetchDownload(frame, mib) {
   return frame.evaluate(async (mib) => {
     const started = performance.now();
@@ -233,10 +266,11 @@ async function fetchDownload(frame, mib) {
   }, mib);
 }
 
-/** `tunnel.fetch` of /big in the dashboard window: the tunnel's HTTP without the worker. */
-async function tunnelFetchDownload(page, mib) {
-  return page.evaluate(async ({ port, mib }) => {
-    const t = await window.__burrowHost.tunnel("dev");
+/** `tunnel.fetch` of /big in the app's shell window `shell`: the tunnel's HTTP without the
+ *  worker. */
+async function tunnelFetchDownload(shell, mib) {
+  return shell.evaluate(async ({ port, mib }) => {
+    const t = await window.__burrowShell.tunnel();
     const started = performance.now();
     const res = await t.fetch(`http://localhost:${port}/big?mib=${mib}`);
     const reader = res.body.getReader();
@@ -271,13 +305,20 @@ async function bulkGroup() {
     let blank;
     let appOrigin;
     try {
-      dash = await newDashboard();
-      const frame = await openApp(dash.page, stack.app.port, "#hello");
-      // The app page of the row above is a frame of the dashboard, so it shares the
-      // dashboard's main thread, where the tunnel runs; a tab of its own may not.
-      const tab = await dash.context.newPage();
-      await tab.goto(`${stack.url}/@dev/apps/${stack.app.port}/`);
-      await tab.locator("#hello").waitFor({ timeout: 60000 });
+      dash = await newDashboard(async ({ context, page }) => {
+        const frame = await openApp(page, stack.app.port, "#hello");
+        const shell = await shellFrame(page, stack.app.port);
+        // The app page's row: the app's frame in its shell, which the dashboard's view frames.
+        // The own tab's row: the shell is the tab's top-level document, with a tunnel of its
+        // own.
+        const tab = await openTab(context, page, stack.app.port);
+        const tabFrame = await appFrame(tab, stack.app.port);
+        await tabFrame.locator("#hello").waitFor({ timeout: 60000 });
+        // An app origin's tunnel reaches its own port only: the byte source is an app of its
+        // own for tunnel.dial, its shell in a tab.
+        const sourceShell = await openTab(context, page, source.port);
+        return { frame, shell, tabFrame, sourceShell, shells: [shell, tab, sourceShell] };
+      });
       blank = await dash.context.newPage();
       await blank.goto(`${stack.url}/healthz`);
       appOrigin = await (await newContext()).newPage();
@@ -285,11 +326,11 @@ async function bulkGroup() {
       const runs = [
         [ceiling, () => dataChannelCeiling(blank, { mib: BULK_MIB, message: DC_MESSAGE, high: DC_HIGH_WATER, low: DC_LOW_WATER })],
         [ceiling256, () => dataChannelCeiling(blank, { mib: BULK_MIB, message: 256 * 1024, high: 4 * DC_HIGH_WATER, low: DC_HIGH_WATER })],
-        [dialDown, () => dialDownload(dash.page, BULK_MIB)],
-        [dialUp, () => dialUpload(dash.page, BULK_MIB)],
-        [tfetch, () => tunnelFetchDownload(dash.page, BULK_MIB)],
-        [sw, () => fetchDownload(frame, BULK_MIB)],
-        [swTab, () => fetchDownload(tab, BULK_MIB)],
+        [dialDown, () => dialDownload(dash.sourceShell, BULK_MIB)],
+        [dialUp, () => dialUpload(dash.sourceShell, BULK_MIB)],
+        [tfetch, () => tunnelFetchDownload(dash.shell, BULK_MIB)],
+        [sw, () => fetchDownload(dash.frame, BULK_MIB)],
+        [swTab, () => fetchDownload(dash.tabFrame, BULK_MIB)],
         [direct, () => fetchDownload(appOrigin, BULK_MIB)],
       ];
       for (const [r, fn] of rotated(runs, i)) {
@@ -318,11 +359,11 @@ async function bulkGroup() {
 // ---- 4: small fetches ------------------------------------------------------------------
 
 /** `count` fetches of 1 KiB in `frame`, `concurrency` at a time: per-fetch ms. With
- *  `tunnelPort`, `tunnel.fetch` in the dashboard window instead of the page's `fetch`; with
+ *  `tunnelPort`, `tunnel.fetch` in the app's shell window instead of the page's `fetch`; with
  *  `pauseMs`, each fetch waits that long after the one before (not timed). */
 async function smallFetches(frame, count, concurrency, tunnelPort, pauseMs = 0) {
   return frame.evaluate(async ({ count, concurrency, tunnelPort, pauseMs }) => {
-    const t = tunnelPort ? await window.__burrowHost.tunnel("dev") : null;
+    const t = tunnelPort ? await window.__burrowShell.tunnel() : null;
     const get = (i) => t
       ? t.fetch(`http://localhost:${tunnelPort}/small?i=${i}`)
       : fetch(`small?i=${i}&r=${Math.random()}`, { cache: "no-store" });
@@ -344,10 +385,11 @@ async function smallFetches(frame, count, concurrency, tunnelPort, pauseMs = 0) 
   }, { count, concurrency, tunnelPort, pauseMs });
 }
 
-/** `count` sequential `tunnel.ping()`s: the tunnel's own round trip, in ms. */
-async function pings(page, count) {
-  return page.evaluate(async (count) => {
-    const t = await window.__burrowHost.tunnel("dev");
+/** `count` sequential `tunnel.ping()`s in the app's shell window `shell`: the tunnel's own
+ *  round trip, in ms. */
+async function pings(shell, count) {
+  return shell.evaluate(async (count) => {
+    const t = await window.__burrowShell.tunnel();
     const times = [];
     for (let i = 0; i < count; i++) {
       const started = performance.now();
@@ -389,18 +431,21 @@ async function smallGroups() {
     let dash;
     let appOrigin;
     try {
-      dash = await newDashboard();
-      const frame = await openApp(dash.page, stack.app.port, "#hello");
+      dash = await newDashboard(async ({ page }) => {
+        const frame = await openApp(page, stack.app.port, "#hello");
+        const shell = await shellFrame(page, stack.app.port);
+        return { frame, shell, shells: [shell] };
+      });
       appOrigin = await (await newContext()).newPage();
       await appOrigin.goto(`http://127.0.0.1:${stack.app.port}/`);
       const sides = [
-        ["service worker", frame],
+        ["service worker", dash.frame],
         ["direct", appOrigin],
-        ["tunnel.fetch in the window", dash.page, stack.app.port],
-        [PAUSED, dash.page, stack.app.port, PAUSE_MS],
+        ["tunnel.fetch in the window", dash.shell, stack.app.port],
+        [PAUSED, dash.shell, stack.app.port, PAUSE_MS],
         ["Chrome's service-worker floor", await floorPage(appOrigin.context())],
       ];
-      await sample(ping, async () => pct(await pings(dash.page, FETCHES), 50) * 1000, SMALL_TIMEOUT_MS);
+      await sample(ping, async () => pct(await pings(dash.shell, FETCHES), 50) * 1000, SMALL_TIMEOUT_MS);
       for (const [mode, concurrency] of modes) {
         const p50 = {};
         for (const [side, f, tunnelPort, pauseMs] of rotated(sides, i)) {
@@ -500,46 +545,79 @@ async function loadDirect() {
   }
 }
 
-/** Through the tunnel in the dashboard's app view (fresh context, tunnel already connected):
- *  ms from pressing the app's button until the explorer lists hello.txt; then the frame is
- *  emptied and the button pressed again: the second load. Returns [first, second]. */
-async function loadAppView() {
-  const { context, page } = await newDashboard();
-  try {
+/** Runs `loads(dash)` in a fresh logged-in dashboard: two timed loads, each given as [ms, the
+ *  path its tunnel took]. The app's tunnel is its shell's, which connects within the timed
+ *  load, so its path is checked after it: a load that went over the relay (see newDashboard)
+ *  is done again in a new context, a bounded number of times. Returns [first, second]. */
+async function directLoads(loads) {
+  let paths = [];
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const dash = await newDashboard();
+    try {
+      const both = await loads(dash);
+      paths = both.map(([, p]) => p);
+      if (paths.every((p) => p === "direct")) return both.map(([ms]) => ms);
+      log(`the tunnels took the ${paths.join(", ")} paths; loading again`);
+    } finally {
+      await dash.context.close().catch(() => {});
+    }
+  }
+  throw new Error(`the tunnels took the ${paths.join(", ")} paths in 4 attempts, not only the direct one`);
+}
+
+/** Through the tunnel in the dashboard's app view (fresh context, logged in): ms from
+ *  pressing the app's button until the explorer lists hello.txt (the app's shell and its
+ *  tunnel come up in between); then the view is emptied and the button pressed again: the
+ *  second load. Returns [first, second]. */
+function loadAppView() {
+  return directLoads(async ({ page }) => {
     const button = page.locator(`button[data-open="dev:${stack.codeServerPort}"]`);
     await button.waitFor({ state: "visible", timeout: 30000 });
     await waitFor("the workspace online in the dashboard", () => button.isEnabled(), 30000);
+    const app = () => page.frameLocator("#app").frameLocator("#burrow-app");
     const load = async () => {
       const started = Date.now();
       await button.click();
-      await page.frameLocator("#app").locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
-      return Date.now() - started;
+      await app().locator(EXPLORER_ROW, { hasText: "hello.txt" }).waitFor({ timeout: LOAD_TIMEOUT_MS });
+      const ms = Date.now() - started;
+      return [ms, await tunnelPath(await shellFrame(page, stack.codeServerPort))];
     };
     const first = await load();
     await page.evaluate(() => { document.getElementById("app").src = "about:blank"; });
-    await page.frameLocator("#app").locator(EXPLORER_ROW).waitFor({ state: "detached", timeout: 30000 });
+    await app().locator(EXPLORER_ROW).waitFor({ state: "detached", timeout: 30000 });
     return [first, await load()];
-  } finally {
-    await context.close();
-  }
+  });
 }
 
-/** Through the tunnel in a tab of its own under /@dev/apps/PORT/ (the dashboard open in
- *  another tab, its tunnel connected, its service worker active), twice as for direct. */
-async function loadTab() {
-  const { context } = await newDashboard();
-  try {
-    return await twoLoads(await context.newPage(), `${stack.url}/@dev/apps/${stack.codeServerPort}/`);
-  } finally {
-    await context.close();
-  }
+/** Through the tunnel at the app's own origin in a tab of its own (fresh context, the
+ *  dashboard logged in in another tab): ms from pressing the port's ↗ button until the
+ *  explorer in the new tab lists hello.txt; then, as for direct, that tab goes to
+ *  about:blank and navigates to the app's URL again (its credential is the origin's
+ *  cookie): the second load. Returns [first, second]. */
+function loadTab() {
+  return directLoads(async ({ context, page }) => {
+    const button = page.locator(`button[data-tab="dev:${stack.codeServerPort}"]`);
+    await button.waitFor({ state: "visible", timeout: 30000 });
+    await waitFor("the workspace online in the dashboard", () => button.isEnabled(), 30000);
+    const explorer = (tab) => tab.frameLocator("#burrow-app").locator(EXPLORER_ROW, { hasText: "hello.txt" });
+    let started = Date.now();
+    const [tab] = await Promise.all([context.waitForEvent("page"), button.click()]);
+    await explorer(tab).waitFor({ timeout: LOAD_TIMEOUT_MS });
+    const first = [Date.now() - started, await tunnelPath(await shellFrame(tab, stack.codeServerPort))];
+    await tab.goto("about:blank");
+    started = Date.now();
+    await tab.goto(`${stack.appOrigin(stack.codeServerPort)}/`, { timeout: LOAD_TIMEOUT_MS });
+    await explorer(tab).waitFor({ timeout: LOAD_TIMEOUT_MS });
+    const second = [Date.now() - started, await tunnelPath(await shellFrame(tab, stack.codeServerPort))];
+    return [first, second];
+  });
 }
 
 async function workbenchGroups() {
   const names = [
     ["direct (http://127.0.0.1:PORT/)", loadDirect],
     ["through the tunnel, dashboard app view", loadAppView],
-    ["through the tunnel, own tab under /@dev/apps/PORT/", loadTab],
+    ["through the tunnel, own tab at the app's origin", loadTab],
   ];
   const cold = names.map(([name]) => row(name));
   const warm = names.map(([name]) => row(name));
@@ -655,9 +733,9 @@ function readJson(file) {
 const NOTES = [
   `Every comparison alternates its rows round by round (${BULK_ROUNDS} rounds of the bulk transfers, ${ROUNDS} of the small fetches, ${LOADS} workbench loads each; the order rotates each round), in one headless Chromium, on 127.0.0.1. The tunnel is Burrow's direct path (host candidates; no relay).`,
   `Chrome ↔ Chrome data channel: two RTCPeerConnections in one page, one reliable ordered channel, ${BULK_MIB} MiB sent with backpressure (send while bufferedAmount < high water, resume on bufferedamountlow): 64 KiB messages with Burrow's thresholds (1 MiB / 256 KiB), and 256 KiB messages (4 MiB / 1 MiB). Both ends, and both SCTP stacks, run in the same renderer, so this is the ceiling of what Chromium's data channels carry on this machine.`,
-  "tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read from the dashboard window's own `tunnel.fetch` (HTTP, no service worker). Service worker fetch: a page under /@dev/apps/PORT/ fetching the same body (app page: the frame of the dashboard's app view, which shares the dashboard window's main thread; own tab: the same page in a tab of its own), which the worker gets from the dashboard window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
-  `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the dashboard window (the tunnel without the worker), the same with ${PAUSE_MS} ms between fetches (sequential only: the threads on the tunnel's way given time to go idle, as between requests through the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
-  `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first; the second load in the same context right after (about:blank, then the same navigation or button again) is the reload row, where Chrome's HTTP cache (direct) and Burrow's service-worker cache (tunnel) hold what code-server marked reusable (its versioned static files: max-age one year). Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and its tunnel connected first (not timed), then from pressing the port's button until the explorer in the frame lists the file. Own tab: the same, from navigating a second tab to /@dev/apps/PORT/; its WebSockets are brokered by the service worker to the dashboard window.`,
+  "Each app has an origin of its own (http://PORT--dev--alice.localhost:…), whose shell window holds the app's tunnel, and that tunnel reaches the app's port only. tunnel.dial: a raw stream through the tunnel to a TCP byte source on the workspace (no HTTP), opened as an app of its own (its shell in a tab of its own), read to EOF with `stream.read()` (agent → page), or written in 1 MiB `stream.write()`s until the source counted every byte (page → agent). tunnel.fetch in the window: the test app's body read with `tunnel.fetch` in the window of the app's shell in the dashboard's app view (HTTP, no service worker). Service worker fetch: a page of the app's origin fetching the same body (app page: the app's frame in its shell, which the dashboard's app view frames, sharing the shell's main thread; own tab: the app opened in a tab of its own, the shell the top-level document, with a tunnel of its own), which the worker gets from the shell window over a MessagePort as a transferred ReadableStream. Direct: a page served by the test app itself fetching the same body from its own origin.",
+  `Small fetches: ${FETCHES} GETs of a 1 KiB body per round and mode after ${SMALL_WARMUP} unrecorded ones, \`cache: "no-store"\`, timed from \`fetch()\` to the body read; the same page code through the service worker (app page) and direct (the app's own page). The added latency is the difference of the two p50s in the same round. For reference: \`tunnel.fetch\` of the same URL in the app's shell window (the tunnel without the worker), the same with ${PAUSE_MS} ms between fetches (sequential only: the threads on the tunnel's way given time to go idle, as between requests through the worker), \`tunnel.ping()\` (the tunnel's round trip, no TCP, no HTTP), and Chrome's service-worker floor: a page of another origin whose service worker answers from memory (what Chrome's service-worker interception costs by itself).`,
+  `Workbench load: each load in a fresh browser context (no HTTP cache, no service worker from before), one unrecorded load first; the second load in the same context right after (about:blank, then the same navigation or button again) is the reload row, where Chrome's HTTP cache (direct) and Burrow's service-worker cache (tunnel) hold what code-server marked reusable (its versioned static files: max-age one year). Direct: \`page.goto\` of code-server until its explorer lists hello.txt. App view: the dashboard loaded and logged in first (not timed), then from pressing the port's button until the explorer in the app's frame lists the file; the app's tunnel is its shell's, so it connects within that time. Own tab: the same, from pressing the port's ↗ button (a tab of its own at the app's origin), and for the second load from navigating that tab to the app's URL again; its WebSockets go through that tab's own tunnel.`,
   "The machine is shared with other work (see the load average): absolute numbers move between runs; the ratios, measured side by side, are the meaningful part.",
 ];
 
