@@ -95,21 +95,41 @@ async fn redeem_code(
     } else {
         state.db().redeem_app_code(&code, now).await?
     };
-    let redeemed = redeemed.filter(|c| {
-        c.port == label.port()
-            && c.workspace_name == label.workspace()
-            && c.user.name == label.user()
-    });
-    let Some(code) = redeemed else {
-        let mut e = event("refused: bad app code", remote);
-        e.port = Some(label.port());
-        state.audit_refusal(e).await;
-        let page = Html(format!(
-            "<!doctype html><meta charset=\"utf-8\"><title>Burrow</title><p>{BAD_CODE}</p>\n"
-        ));
-        let mut r = web::app_page(page, frame_ancestors(&state));
-        *r.status_mut() = StatusCode::BAD_REQUEST;
-        return Ok(r);
+    let code = match redeemed {
+        Some(c)
+            if c.port == label.port()
+                && c.workspace_name == label.workspace()
+                && c.user.name == label.user() =>
+        {
+            c
+        }
+        other => {
+            let e = match other {
+                // Spent all the same. The row goes to the code's owner, who should know.
+                Some(c) => {
+                    let mut e = user_event(
+                        "refused: app code for another app",
+                        remote,
+                        &c.user,
+                        Some(&c.workspace_name),
+                    );
+                    e.port = Some(c.port);
+                    e
+                }
+                None => {
+                    let mut e = event("refused: bad app code", remote);
+                    e.port = Some(label.port());
+                    e
+                }
+            };
+            state.audit_refusal(e).await;
+            let page = Html(format!(
+                "<!doctype html><meta charset=\"utf-8\"><title>Burrow</title><p>{BAD_CODE}</p>\n"
+            ));
+            let mut r = web::app_page(page, frame_ancestors(&state));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(r);
+        }
     };
 
     let secret = secret::generate(secret::APP_CREDENTIAL_PREFIX);

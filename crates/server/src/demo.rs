@@ -163,7 +163,7 @@ pub async fn run(
     };
     eprintln!(
         "\nBurrow demo is running (Ctrl-C to stop).\n\
-         \n  Dashboard:   {dashboard}/#token={user_token}\
+         \n  Dashboard:   {dashboard}/ (log in with the user token)\
          \n  User token:  {user_token}\
          \n  Workspace:   {DEMO_WORKSPACE}, serving a sample web app on its port {app_port}\
          \n  Sample app:  {sample_url}\

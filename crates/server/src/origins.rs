@@ -202,8 +202,13 @@ fn is_loopback_host(host: &str) -> bool {
     }
 }
 
-/// The values of every cookie named `name` in the request's `Cookie` headers, in order
-/// (a browser may send several of one name, from different paths or partitions).
+/// Most cookies of one name looked up per request: each costs a database query, and a
+/// browser sends one or two (a partitioned and an unpartitioned one).
+pub const MAX_COOKIES_OF_A_NAME: usize = 4;
+
+/// The values of the cookies named `name` in the request's `Cookie` headers, in order (a
+/// browser may send several of one name, from different partitions), at most
+/// [`MAX_COOKIES_OF_A_NAME`].
 pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(header::COOKIE)
@@ -214,6 +219,7 @@ pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator
             let (n, v) = pair.trim().split_once('=')?;
             (n == name && !v.is_empty()).then_some(v)
         })
+        .take(MAX_COOKIES_OF_A_NAME)
 }
 
 /// Why a browser request's `Origin` was refused.
@@ -372,6 +378,13 @@ mod tests {
         let values: Vec<&str> = cookie_values(&h, APP_COOKIE).collect();
         assert_eq!(values, ["one", "two"]);
         assert_eq!(cookie_values(&h, "burrow_app").count(), 0);
+        // A flood of cookies costs a few lookups, not one each.
+        let flood = vec!["__Host-burrow_app=x"; 100].join("; ");
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&flood).expect("header"),
+        );
+        assert_eq!(cookie_values(&h, APP_COOKIE).count(), MAX_COOKIES_OF_A_NAME);
     }
 
     #[test]

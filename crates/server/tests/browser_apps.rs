@@ -612,6 +612,12 @@ async fn a_code_redeemed_on_another_apps_host_is_refused_and_spent() {
         // Spent by the attempt: not usable on its own host afterwards either.
         assert_bad_code_page(&open_launch(&w.env, &l, None).await, &w.env.dashboard());
     }
+    // The attempts are in alice's log: the codes were hers.
+    let row = w
+        .env
+        .wait_audit(|r| r.outcome == "refused: app code for another app")
+        .await;
+    assert_eq!((row.user.as_deref(), row.port), (Some("alice"), Some(8080)));
     // Nor on the dashboard's host, which has no such route at all.
     let (_, path) = split_url(&l.url);
     let r = browser()
