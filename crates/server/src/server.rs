@@ -164,6 +164,10 @@ impl std::fmt::Debug for RunningServer {
 
 /// Starts burrowd: opens the database, starts the relay, binds the HTTP API.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    // Checked before anything starts; without it the origin is known once bound.
+    if let Some(url) = &config.public_url {
+        Origins::new(url, None).map_err(|e| ServerError::Config(format!("--public-url: {e}")))?;
+    }
     let db = Db::open(&config.data_dir).await?;
     let (refusal_tx, refusal_rx) = mpsc::channel::<TurnRefusal>(64);
     let (relay, turn) = match &config.relay {
@@ -229,7 +233,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let origins = Origins::new(&dashboard_url, config.apps_url.clone())
         .map_err(|e| ServerError::Config(format!("--public-url: {e}")))?;
     if config.public_url.is_none() && http_addr.ip().is_unspecified() {
-        warn!(dashboard = %origins.dashboard(), "no --public-url: browsers must reach the dashboard at {}, or it refuses their logins", origins.dashboard());
+        warn!(dashboard = %origins.dashboard(), "no --public-url: browsers must reach the dashboard at exactly this origin, or their logins are refused");
     }
     if let Some(apps) = origins.apps()
         && !apps.is_secure_context()

@@ -182,6 +182,13 @@ fn serve_with_an_apps_url_that_is_no_wildcard_origin_fails_clearly() {
     assert!(err.contains("expected http(s)://*.DOMAIN[:PORT]"), "{err}");
 }
 
+#[test]
+fn serve_with_a_public_url_that_has_no_origin_fails_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = serve_failure(dir.path(), &["--public-url", "burrow.example.com"]);
+    assert!(err.contains("--public-url"), "{err}");
+}
+
 /// Runs `burrowd serve --relay none ARGS`, which must fail; returns its stderr.
 fn serve_failure(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_burrowd"))
