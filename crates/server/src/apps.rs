@@ -33,6 +33,7 @@ use crate::api::{
     self, AppState, MAX_MESSAGE, RemoteAddr, SignalScope, TicketQuery, event, expiry, now_ms,
     user_event,
 };
+use crate::app_workers::{self, AppWorkers};
 use crate::db::{AppCredential, NewAppCredential};
 use crate::error::AppError;
 use crate::origins::{self, encode_component};
@@ -55,13 +56,76 @@ const BAD_CODE: &str =
 /// The app origins' router (for requests whose `Host` the host router found to be an app's:
 /// see [`crate::host`]).
 pub fn router(state: AppState) -> Router {
+    let workers = Router::new()
+        .route(
+            APP_WORKER_PATH,
+            get(staged_worker_script).put(stage_worker_script),
+        )
+        .layer(DefaultBodyLimit::max(app_workers::MAX_SCRIPT_BYTES));
     Router::new()
         .route(AUTH_PATH, get(redeem_code))
         .route(SESSION_PATH, post(create_session))
         .route("/.burrow/signal/{session}", get(signal))
         .fallback(other_path)
         .layer(DefaultBodyLimit::max(MAX_MESSAGE))
+        .merge(workers)
+        .layer(Extension(AppWorkers::default()))
         .with_state(state)
+}
+
+/// Where an app page stages its own worker's script, and that worker imports it from.
+const APP_WORKER_PATH: &str = "/.burrow/app-worker";
+
+#[derive(Debug, Deserialize)]
+struct SrcQuery {
+    src: Option<String>,
+}
+
+/// Stages the script of an app's own worker (see [`crate::app_workers`]): the app's own
+/// origin and credential only.
+async fn stage_worker_script(
+    State(state): State<AppState>,
+    RemoteAddr(remote): RemoteAddr,
+    Extension(AppHost(label)): Extension<AppHost>,
+    Extension(workers): Extension<AppWorkers>,
+    headers: HeaderMap,
+    query: Result<Query<SrcQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    require_app_origin(&state, &headers, &label, remote).await?;
+    let Some(c) = credential(&state, &headers, &label).await? else {
+        return Err(AppError::new(
+            ErrorCode::Unauthorized,
+            "no valid credential for this app: open it from the dashboard again",
+        ));
+    };
+    let src = query.ok().and_then(|Query(q)| q.src).unwrap_or_default();
+    workers
+        .stage(&label.to_string(), &src, body)
+        .map_err(|e| AppError::new(ErrorCode::BadRequest, e.to_string()))?;
+    info!(app = %label, user = %c.user.name, %src, "app worker staged");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The staged script, to the app's own worker (it comes with the origin's credential).
+async fn staged_worker_script(
+    State(state): State<AppState>,
+    Extension(AppHost(label)): Extension<AppHost>,
+    Extension(workers): Extension<AppWorkers>,
+    headers: HeaderMap,
+    query: Result<Query<SrcQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let src = query.ok().and_then(|Query(q)| q.src).unwrap_or_default();
+    let same_origin = headers
+        .get("sec-fetch-site")
+        .is_none_or(|v| v.as_bytes() == b"same-origin");
+    if !same_origin || credential(&state, &headers, &label).await?.is_none() {
+        return Ok(plain(StatusCode::NOT_FOUND, "not found"));
+    }
+    Ok(match workers.get(&label.to_string(), &src) {
+        Some(script) => web::staged_script(script),
+        None => plain(StatusCode::NOT_FOUND, "not found"),
+    })
 }
 
 /// The `frame-ancestors` policy of this burrowd's app pages.
@@ -313,12 +377,23 @@ impl Destination {
 async fn other_path(
     State(state): State<AppState>,
     Extension(AppHost(label)): Extension<AppHost>,
+    Extension(workers): Extension<AppWorkers>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let path = uri.path();
     if path == "/.burrow" || path.starts_with(RESERVED_PREFIX) {
         return Ok(plain(StatusCode::NOT_FOUND, "not found"));
+    }
+    // The registration of a worker the app's page staged: Burrow's bootstrap, which imports
+    // the staged script (see crate::app_workers). Nothing else is a worker script here.
+    if headers.get("sec-fetch-dest").map(HeaderValue::as_bytes) == Some(b"serviceworker") {
+        let src = uri.path_and_query().map_or(path, |p| p.as_str());
+        return Ok(if workers.get(&label.to_string(), src).is_some() {
+            web::app_worker_bootstrap()
+        } else {
+            plain(StatusCode::NOT_FOUND, NOT_SERVED)
+        });
     }
     // Whatever the method: a navigation that reaches burrowd (a top-level form POST from
     // another site, say) gets the shell, which loads the app's page itself, and so the app

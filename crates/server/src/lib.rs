@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod app_workers;
 pub mod apps;
 pub mod broker;
 pub mod db;

@@ -158,6 +158,29 @@ fn script(body: &'static str) -> Response {
         .into_response()
 }
 
+/// Burrow's worker bootstrap as the answer to an app's own worker registration (see
+/// [`crate::app_workers`]): without `Service-Worker-Allowed`, so its scope is at most the
+/// folder of the app's script.
+pub fn app_worker_bootstrap() -> Response {
+    script(SERVICE_WORKER_JS)
+}
+
+/// A script an app staged for its own worker, to that worker's `importScripts`.
+pub fn staged_script(body: axum::body::Bytes) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            NOSNIFF,
+        ],
+        body,
+    )
+        .into_response()
+}
+
 async fn service_worker() -> Response {
     let mut r = script(SERVICE_WORKER_JS);
     // Its script is under /.burrow/, its scope the whole app origin.

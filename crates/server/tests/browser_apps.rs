@@ -1165,7 +1165,7 @@ async fn a_top_level_visit_without_a_credential_is_sent_to_the_dashboard_to_auth
 }
 
 #[tokio::test]
-async fn an_apps_own_service_worker_gets_no_script() {
+async fn an_apps_worker_that_was_not_staged_gets_no_script() {
     let w = world().await;
     let host = w.env.app_host(8080, "box", "alice");
     let cookie = credential(&w, 8080).await;
@@ -1189,6 +1189,122 @@ async fn an_apps_own_service_worker_gets_no_script() {
         header(&r, "content-type"),
         Some("text/javascript; charset=utf-8")
     );
+}
+
+/// `PUT /.burrow/app-worker?src=SRC` on `host`: an app page staging its own worker.
+async fn stage_worker(
+    env: &Env,
+    host: &str,
+    src: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> Response {
+    let path = format!("/.burrow/app-worker?src={}", urlencode(src));
+    let mut req = env
+        .on_host(Method::PUT, host, &path)
+        .body("self.staged = 1;");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.expect("stage")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const WEBVIEW_WORKER: &str = "/static/pre/service-worker.js?v=4&platform=browser";
+
+#[tokio::test]
+async fn an_apps_staged_worker_registers_as_burrows_bootstrap_below_the_root_only() {
+    let w = world().await;
+    let host = w.env.app_host(8080, "box", "alice");
+    let origin = w.env.app_origin(8080, "box", "alice");
+    let cookie = credential(&w, 8080).await;
+    let r = stage_worker(&w.env, &host, WEBVIEW_WORKER, Some(&cookie), Some(&origin)).await;
+    assert_eq!(r.status(), 204);
+    // The registration's request gets Burrow's bootstrap, limited to the script's folder.
+    let r = navigate(&w.env, &host, WEBVIEW_WORKER, Some("serviceworker"), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "service-worker-allowed"), None);
+    assert_eq!(
+        r.text().await.expect("body"),
+        include_str!("../../../web/burrow-sw.js")
+    );
+    // Its importScripts gets the staged bytes, with the origin's credential only.
+    let staged = format!("/.burrow/app-worker?src={}", urlencode(WEBVIEW_WORKER));
+    let r = navigate(&w.env, &host, &staged, Some("script"), Some(&cookie)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "self.staged = 1;");
+    let r = navigate(&w.env, &host, &staged, Some("script"), None).await;
+    assert_eq!(r.status(), 404, "no credential, no script");
+    let r = w
+        .env
+        .on_host(Method::GET, &host, &staged)
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404, "another site's page gets nothing");
+    // Another app of the same user has no such worker.
+    let other = w.env.app_host(8081, "box", "alice");
+    let r = navigate(&w.env, &other, WEBVIEW_WORKER, Some("serviceworker"), None).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn staging_a_worker_needs_the_apps_origin_and_credential_and_a_folder_below_the_root() {
+    let w = world().await;
+    let host = w.env.app_host(8080, "box", "alice");
+    let origin = w.env.app_origin(8080, "box", "alice");
+    let cookie = credential(&w, 8080).await;
+    let other_origin = w.env.app_origin(8081, "box", "alice");
+    let refused = [
+        (None, Some(origin.as_str()), 401),
+        (Some(cookie.as_str()), None, 403),
+        (Some(cookie.as_str()), Some(other_origin.as_str()), 403),
+        (Some(cookie.as_str()), Some(w.env.base.as_str()), 403),
+    ];
+    for (c, o, status) in refused {
+        let r = stage_worker(&w.env, &host, WEBVIEW_WORKER, c, o).await;
+        assert_eq!(r.status(), status, "cookie {c:?}, origin {o:?}");
+    }
+    // A credential of another app stages nothing for this one.
+    let other_cookie = credential(&w, 8081).await;
+    let r = stage_worker(
+        &w.env,
+        &host,
+        WEBVIEW_WORKER,
+        Some(&other_cookie),
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // The root's worker would displace Burrow's; /.burrow/ is Burrow's.
+    for src in [
+        "/evil-sw.js",
+        "/sw.js?x=/a/",
+        "/.burrow/x/sw.js",
+        "//x/sw.js",
+    ] {
+        let r = stage_worker(&w.env, &host, src, Some(&cookie), Some(&origin)).await;
+        assert_eq!(r.status(), 400, "{src}");
+        let r = navigate(&w.env, &host, src, Some("serviceworker"), None).await;
+        assert_ne!(r.status(), 200, "{src}");
+    }
+    let r = navigate(&w.env, &host, WEBVIEW_WORKER, Some("serviceworker"), None).await;
+    assert_eq!(r.status(), 404, "nothing was staged");
 }
 
 #[tokio::test]
