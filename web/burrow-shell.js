@@ -243,6 +243,20 @@ class Shell {
     // "close" event overtake the response message.
   }
 
+  /** Fetches an app's service-worker script (path and query) through the tunnel and stages
+   *  it with burrowd for this origin, for the shim's `register` (see web/burrow-sw.js). */
+  async stageWorker(src) {
+    const tunnel = await this.tunnel();
+    const res = await tunnel.fetch(`http://localhost:${this.appPort}${src}`, { host: location.host });
+    if (!res.ok) throw new TypeError(`the app's worker script ${src}: HTTP ${res.status}`);
+    const staged = await fetch(`/.burrow/app-worker?src=${encodeURIComponent(src)}`, {
+      method: "PUT",
+      body: await res.arrayBuffer(),
+      headers: { "content-type": "text/javascript" },
+    });
+    if (!staged.ok) throw new TypeError(`Burrow could not stage the app's worker ${src}: ${staged.status} ${await staged.text()}`);
+  }
+
   /** A tunnelled WebSocket-compatible object to the app (the shim wraps it). */
   async webSocket(pathAndQuery, protocols) {
     const tunnel = await this.tunnel();

@@ -3,7 +3,16 @@
 // into /.burrow/pkg/worker/); this only registers the listeners, which must exist when the
 // script's first run ends.
 "use strict";
+// The same script is burrowd's answer to an app's own worker registration (code-server's
+// webviews register one under their path): then the app's script, which the page's shim
+// fetched through the tunnel and staged with burrowd, is imported first, so its listeners
+// run before Burrow's, and Burrow's serve whatever the app's worker leaves to the network.
+if (self.location.pathname !== "/.burrow/sw.js") {
+  importScripts(`/.burrow/app-worker?src=${encodeURIComponent(self.location.pathname + self.location.search)}`);
+}
 importScripts("/.burrow/pkg/worker/burrow_worker.js");
+// A block, so that none of these names can clash with an app worker's own.
+{
 const ready = wasm_bindgen({ module_or_path: "/.burrow/pkg/worker/burrow_worker_bg.wasm" });
 // The same test as worker/src/scope.rs (is_app_path), done here because respondWith must be
 // called synchronously, before the Wasm module may be ready.
@@ -20,5 +29,10 @@ self.addEventListener("fetch", (e) => {
   // A top-level document is Burrow's shell page, from burrowd: it holds the tunnel and shows
   // the app in a frame, whose navigation comes back here as an "iframe" request.
   if (e.request.mode === "navigate" && e.request.destination === "document") return;
-  e.respondWith(ready.then(() => wasm_bindgen.handleFetch(e)));
+  try {
+    e.respondWith(ready.then(() => wasm_bindgen.handleFetch(e)));
+  } catch {
+    // The app's own worker (imported above) answered it already.
+  }
 });
+}

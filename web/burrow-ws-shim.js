@@ -46,6 +46,33 @@
     }, { once: true });
   }
 
+  // An app's own service worker (code-server's webviews register one under their path): the
+  // browser fetches worker scripts from the network, where burrowd has nothing of the app's.
+  // So the script is fetched through the tunnel first and staged with burrowd, which then
+  // answers the registration with Burrow's worker importing it (web/burrow-sw.js). A worker
+  // whose scope would be the whole origin, or Burrow's /.burrow/, is refused: it would
+  // displace Burrow's.
+  const container = navigator.serviceWorker;
+  if (container) {
+    const nativeRegister = container.register.bind(container);
+    container.register = async (scriptURL, options = {}) => {
+      const script = new URL(scriptURL, location.href);
+      if (script.origin !== location.origin) return nativeRegister(scriptURL, options);
+      const scope = new URL(options.scope ?? "./", script);
+      const reserved = (p) => p === "/.burrow" || p.startsWith(RESERVED);
+      if (scope.pathname === "/" || reserved(scope.pathname) || reserved(script.pathname)) {
+        throw new DOMException(`Burrow's own worker serves ${scope.pathname} on this origin; an app's worker may only have a scope below it`, "SecurityError");
+      }
+      const src = script.pathname + script.search;
+      // The shell stages it: this page's Content-Security-Policy may forbid fetches (a
+      // webview's does), the shell's does not.
+      const shell = owner?.__burrowShell;
+      if (!shell) throw new DOMException("an app's worker registers only in a page under Burrow's shell", "InvalidStateError");
+      await shell.stageWorker(src);
+      return nativeRegister(scriptURL, options);
+    };
+  }
+
   const CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
   // How long the owning window gets to take up a WebSocket the service worker brokers.
   const READY_WAIT_MS = 10000;
