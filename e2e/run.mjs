@@ -107,6 +107,24 @@ async function appFrame(page, port) {
   return waitFor("the app frame", () => shell.childFrames().find((f) => !f.isDetached() && f.url().startsWith(`${stack.appOrigin(port)}/`)), 30000);
 }
 
+/** Opens README.md's markdown preview, a webview with a service worker of its own, and
+ *  waits for its heading to render. */
+async function markdownPreview(page, frame) {
+  await frame.locator(".explorer-folders-view .monaco-list-row", { hasText: "README.md" }).click();
+  await frame.locator(".monaco-editor .view-line", { hasText: "# e2e workspace" }).waitFor({ timeout: 60000 });
+  await frame.locator(".editor-instance .monaco-editor .view-lines").click();
+  await page.keyboard.press("Control+Shift+V");
+  const heading = await waitFor("the markdown preview's heading", async () => {
+    for (const f of page.frames()) {
+      if (f.isDetached()) continue;
+      const h = await f.evaluate(() => document.querySelector("h1")?.textContent ?? null).catch(() => null);
+      if (h === "e2e workspace") return h;
+    }
+    return null;
+  }, 60000);
+  assert(heading === "e2e workspace", "the preview renders README.md's heading");
+}
+
 async function codeServerThroughTunnel({ relay }) {
   const { context, page } = await newDashboard({ relay });
   let closedAt;
@@ -150,6 +168,8 @@ async function codeServerThroughTunnel({ relay }) {
         .then(() => true, () => false);
     }
     assert(created, `the terminal command created ${made} in the workspace`);
+
+    await markdownPreview(page, frame);
 
     // Everything went through the tunnel: the frame's WebSocket is the tunnelled one, the shell
     // served the frame's requests and both of code-server's WebSockets, the path is as asked.
@@ -352,10 +372,10 @@ async function main() {
     }
   });
 
-  await test("code-server through the tunnel (direct): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: false }));
-  await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal", () => codeServerThroughTunnel({ relay: true }));
+  await test("code-server through the tunnel (direct): explorer, edit+save, terminal, markdown preview", () => codeServerThroughTunnel({ relay: false }));
+  await test("code-server through the tunnel (forced relay): explorer, edit+save, terminal, markdown preview", () => codeServerThroughTunnel({ relay: true }));
 
-  await test("code-server at its own URL in a tab of its own: its WebSockets through that tab's tunnel, the address bar on the app", async () => {
+  await test("code-server at its own URL in a tab of its own: markdown preview, its WebSockets through that tab's tunnel, the address bar on the app", async () => {
     const { context, page } = await newDashboard();
     try {
       const started = Date.now();
@@ -382,6 +402,7 @@ async function main() {
       assert(await f.evaluate(() => window.WebSocket.__burrow === true), "the app's frame has the tunnelled WebSocket");
       const counters = await tab.evaluate(() => ({ ...window.__burrowShell.counters }));
       assert(counters.webSockets >= 2, `the tab's WebSockets went through its own tunnel (${counters.webSockets})`);
+      await markdownPreview(tab, tab.frameLocator("#burrow-app"));
       const url = new URL(tab.url());
       assert(url.origin === stack.appOrigin(stack.codeServerPort) && !url.pathname.startsWith("/.burrow"),
         `the address bar shows the app's own URL (${tab.url()})`);
@@ -507,8 +528,15 @@ async function main() {
         await attempt("fetch other port", async () => (await t.fetch(`http://localhost:${csPort}/`)).status);
         await attempt("dial speed test", async () => { const st = await t.dial(0); return (await st.read())?.length ?? "eof"; });
         // 4. A service worker of its own at the root, displacing Burrow's.
+        // Through the shim, and around it (the browser's own register, after staging the
+        // script with burrowd as the shim would).
         await attempt("register root worker", async () => (await navigator.serviceWorker.register("/evil-sw.js", { scope: "/" })).scope);
-        await attempt("register worker in a path", async () => (await navigator.serviceWorker.register("/x/evil-sw.js", { scope: "/x/" })).scope);
+        await attempt("register root worker around the shim", async () => {
+          const staged = await fetch(`/.burrow/app-worker?src=${encodeURIComponent("/evil-sw.js")}`, { method: "PUT", body: "self.onfetch = (e) => e.respondWith(new Response('owned'))" });
+          const reg = await ServiceWorkerContainer.prototype.register.call(navigator.serviceWorker, "/evil-sw.js", { scope: "/" });
+          return [staged.status, reg.scope];
+        });
+        await attempt("register burrow's scope", async () => (await navigator.serviceWorker.register("/x/evil-sw.js", { scope: "/.burrow/" })).scope);
         out.registrations = (await navigator.serviceWorker.getRegistrations()).map((g) => (g.active || g.installing || g.waiting)?.scriptURL);
         // 5. Another app's window: its shell's globals.
         await attempt("other app's window", async () => {
@@ -543,7 +571,9 @@ async function main() {
       for (const k of ["dial other port", "fetch other port", "dial speed test"]) {
         assert(!r[k].ok, `${k}: refused by the agent (${JSON.stringify(r[k])})`);
       }
-      assert(!r["register root worker"].ok && !r["register worker in a path"].ok, "no app worker registers");
+      for (const k of ["register root worker", "register root worker around the shim", "register burrow's scope"]) {
+        assert(!r[k].ok, `${k}: refused (${JSON.stringify(r[k])})`);
+      }
       assert(r.registrations.length === 1 && r.registrations[0] === `${stack.appOrigin(stack.app.port)}/.burrow/sw.js`,
         `only Burrow's worker controls the origin (${r.registrations})`);
       assert(r["other app's window"].ok && r["other app's window"].value === undefined || !r["other app's window"].ok,
