@@ -7,9 +7,8 @@
 //! window holding the app's tunnel) go to burrowd. Pure functions: tested natively, used by
 //! the service worker in Wasm.
 
-/// The path prefix of Burrow's own files on an app origin (its worker, the shell page, the
-/// shim, the Wasm packages, the session endpoints). Apps cannot have paths under it.
-pub const RESERVED_PREFIX: &str = "/.burrow/";
+use burrow_proto::app_origin::AppLabel;
+pub use burrow_proto::app_origin::RESERVED_PREFIX;
 
 /// The path of the script inserted into every HTML document the service worker serves: it
 /// replaces `window.WebSocket` with the tunnelled one. A same-origin script file, not an
@@ -27,15 +26,12 @@ pub fn is_app_path(path: &str) -> bool {
     !(path == RESERVED_PREFIX.trim_end_matches('/') || path.starts_with(RESERVED_PREFIX))
 }
 
-/// The workspace port of the app whose origin has `hostname`: the number that starts its
-/// first label (`8080--dev--alice.apps.example` is port 8080). `None` for any other host.
+/// The workspace port of the app whose origin has `hostname`: its first label's
+/// (`8080--dev--alice.apps.example` is port 8080), by `burrow_proto::app_origin`'s rule.
+/// `None` for any other host.
 pub fn app_port(hostname: &str) -> Option<u16> {
     let label = hostname.split('.').next()?;
-    let (port, _) = label.split_once("--")?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    port.parse().ok().filter(|p| *p != 0)
+    AppLabel::parse(label).ok().map(|l| l.port())
 }
 
 /// Rewrites a redirect's `Location` so the browser stays on the app's origin: a URL the app
