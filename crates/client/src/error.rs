@@ -13,8 +13,9 @@ pub enum ClientError {
     /// The options given to `connect` are unusable.
     #[error("invalid options: {0}")]
     Options(String),
-    /// burrowd refused the request (bad token: `unauthorized: ...`; another user's
-    /// workspace: `forbidden: ...`; agent offline: `agent_offline: ...`).
+    /// burrowd refused the request (bad token: `unauthorized: ...`; a workspace that does
+    /// not exist or is another user's, which burrowd answers alike: `not_found: ...`; agent
+    /// offline: `agent_offline: ...`).
     #[error("{0}")]
     Api(ApiError),
     /// burrowd answered something that is not an API error.

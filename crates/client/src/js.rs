@@ -135,7 +135,7 @@ export interface BurrowWebSocket extends EventTarget {
 /// connection with the workspace's agent, and resolves once its data channel is open.
 ///
 /// Rejects with an `Error` whose message says why: "unauthorized: ..." (bad token),
-/// "forbidden: ..." (another user's workspace), "agent_offline: ..." (no agent), ...
+/// "not_found: ..." (no such workspace, or another user's), "agent_offline: ..." (no agent), ...
 #[wasm_bindgen(js_name = connect, unchecked_return_type = "Promise<Tunnel>")]
 pub fn connect_js(
     #[wasm_bindgen(unchecked_param_type = "ConnectOptions")] options: JsValue,
