@@ -203,10 +203,10 @@ async fn forward_cached(request: &Request, target: &AppRequest) -> Result<Respon
     let mode = FetchCacheMode::from_fetch(&get_str(request, "cache").unwrap_or_default());
     let asked = cache::header_map(&request.headers());
     if !http_cache::request_uses_cache(&method, &asked, mode) {
-        return Ok(forward(request, target, None).await?.response);
+        return forward(request, target, None).await;
     }
     let Some(store) = cache::open(&scope()?).await else {
-        return Ok(forward(request, target, None).await?.response);
+        return forward(request, target, None).await;
     };
     let found = cache::find(&store, request).await;
     let had_stored = found.is_some();
@@ -227,10 +227,7 @@ async fn forward_cached(request: &Request, target: &AppRequest) -> Result<Respon
         }
         None => (None, None),
     };
-    let Forwarded {
-        response,
-        redirected,
-    } = forward(request, target, conditional.as_ref()).await?;
+    let response = forward(request, target, conditional.as_ref()).await?;
     let now = now_ms();
     let headers = cache::header_map(&response.headers());
     let status =
@@ -240,9 +237,9 @@ async fn forward_cached(request: &Request, target: &AppRequest) -> Result<Respon
         Some(s) if status == http::StatusCode::NOT_MODIFIED => {
             Ok(s.freshen(&store, request, &headers, now)?)
         }
-        // A followed redirect's final answer is not this URL's: the redirect may have been
-        // temporary, and reusing it is the redirect's own freshness to decide.
-        _ if !redirected && http_cache::storable(status, &headers, now) => {
+        // A redirect is stored (or not) by its own freshness, like any answer: the browser
+        // follows it, and its target is a request of its own.
+        _ if http_cache::storable(status, &headers, now) => {
             Ok(cache::store(&store, request, response, now)?)
         }
         _ => {
@@ -256,13 +253,6 @@ async fn forward_cached(request: &Request, target: &AppRequest) -> Result<Respon
     }
 }
 
-/// The app's answer to a forwarded request.
-struct Forwarded {
-    response: Response,
-    /// The window followed a redirect to get it.
-    redirected: bool,
-}
-
 fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -271,7 +261,7 @@ async fn forward(
     request: &Request,
     target: &AppRequest,
     conditional: Option<&http::HeaderMap>,
-) -> Result<Forwarded, SwError> {
+) -> Result<Response, SwError> {
     let navigate = target.navigate;
     let method = request.method();
     let body = if method == "GET" || method == "HEAD" {
@@ -293,12 +283,11 @@ async fn forward(
             headers.push(&Array::of2(&name.as_str().into(), &value.into()));
         }
     }
-    let redirect = if navigate {
-        // A navigation must see a redirect itself, so the address bar follows it.
-        "manual".to_owned()
-    } else {
-        redirect_mode(request)
-    };
+    // Every redirect goes back to the browser, which follows it as it would the app's own
+    // (or not: the request's redirect mode is the browser's to apply): so the page's
+    // `response.url` and `redirected`, the address bar and relative links are right, and an
+    // absolute Location on the app's own origin comes back through this worker.
+    let redirect = "manual";
     let msg = Object::new();
     set(&msg, "burrow", &"fetch".into())?;
     set(
@@ -316,13 +305,7 @@ async fn forward(
     for _ in 0..2 {
         let port = shell_port().await?;
         match exchange(&port, &msg).await {
-            Ok(reply) => {
-                return Ok(Forwarded {
-                    response: build_response(&reply, target, &method)?,
-                    redirected: Reflect::get(&reply, &"redirected".into())
-                        .is_ok_and(|v| v.is_truthy()),
-                });
-            }
+            Ok(reply) => return build_response(&reply, target, &method),
             Err(SwError::NoAck) => forget_port(&port),
             // The window died after accepting: safe to ask another window only when
             // repeating the request cannot repeat its effect.
@@ -331,13 +314,6 @@ async fn forward(
         }
     }
     Err(SwError::NoWindow)
-}
-
-fn redirect_mode(request: &Request) -> String {
-    Reflect::get(request, &"redirect".into())
-        .ok()
-        .and_then(|v| v.as_string())
-        .unwrap_or_else(|| "follow".into())
 }
 
 /// A shell's port: cached, or asked of the window clients.
