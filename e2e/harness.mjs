@@ -138,6 +138,7 @@ export function patternChunk(seed, len) {
  *  POST /echo        the request body back
  *  GET  /gzip        a gzip-encoded body
  *  GET  /redirect    302 to /small
+ *  GET  /redirect-abs 302 to http://HOST/small (the Host it was asked for, as behind a proxy)
  *  GET  /cookie      sets cookies
  */
 export async function startTestApp() {
@@ -222,6 +223,8 @@ export async function startTestApp() {
       // Counts what reached the app, so a test can tell that a cross-site POST never did.
       hit(`csrf ${req.method}`);
       res.writeHead(200, { "content-type": "text/plain" }).end("state changed");
+    } else if (url.pathname === "/redirect-abs") {
+      res.writeHead(302, { location: `http://${req.headers.host}/small` }).end();
     } else if (url.pathname === "/redirect") {
       res.writeHead(302, { location: "/small" }).end();
     } else if (url.pathname === "/cookie") {
