@@ -137,6 +137,7 @@ export function patternChunk(seed, len) {
  *  GET  /big?mib=N    N MiB of pattern bytes at once, as fast as the reader takes them
  *  POST /echo        the request body back
  *  GET  /gzip        a gzip-encoded body
+ *  GET  /br          a brotli-encoded body, whatever Accept-Encoding said
  *  GET  /redirect    302 to /small
  *  GET  /redirect-abs 302 to http://HOST/small (the Host it was asked for, as behind a proxy)
  *  GET  /cookie      sets cookies
@@ -223,6 +224,10 @@ export async function startTestApp() {
       // Counts what reached the app, so a test can tell that a cross-site POST never did.
       hit(`csrf ${req.method}`);
       res.writeHead(200, { "content-type": "text/plain" }).end("state changed");
+    } else if (url.pathname === "/br") {
+      // Whatever the request accepted: some apps serve precompressed files as they are.
+      res.writeHead(200, { "content-type": "text/plain", "content-encoding": "br" });
+      res.end(zlib.brotliCompressSync(Buffer.from("decoded from brotli ".repeat(500))));
     } else if (url.pathname === "/redirect-abs") {
       res.writeHead(302, { location: `http://${req.headers.host}/small` }).end();
     } else if (url.pathname === "/redirect") {

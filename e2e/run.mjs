@@ -270,6 +270,8 @@ async function main() {
         out.put = [...new Uint8Array(await put.arrayBuffer())];
         const gz = await fetch("gzip");
         out.gzip = [(await gz.text()).startsWith("decoded by the tunnel"), gz.headers.get("content-encoding")];
+        const br = await fetch("br");
+        out.br = [br.status, await br.text() === "decoded from brotli ".repeat(500)];
         const red = await fetch("redirect");
         out.redirect = [red.status, red.redirected, new URL(red.url).pathname, (await red.arrayBuffer()).byteLength];
         // An absolute Location on the app's public host, as an app behind a proxy sends.
@@ -294,18 +296,21 @@ async function main() {
       assert(r.echo[0] === 200 && r.echo[1] === "ping through the tunnel" && r.echo[2] === "text/x-test", "POST echo");
       assert(JSON.stringify(r.put) === "[1,2,3]", "PUT echo");
       assert(r.gzip[0] && r.gzip[1] === null, "gzip decoded, Content-Encoding dropped");
+      assert(r.br[0] === 200 && r.br[1], "br decoded");
       // The same requests made directly to the app, for comparison.
       const direct = await context.newPage();
       await direct.goto(`http://127.0.0.1:${stack.app.port}/`);
       const d = await direct.evaluate(async () => {
         const red = await fetch("redirect");
         const abs = await fetch("redirect-abs");
+        const br = await fetch("br");
         return {
+          br: [br.status, await br.text() === "decoded from brotli ".repeat(500)],
           redirect: [red.status, red.redirected, new URL(red.url).pathname, (await red.arrayBuffer()).byteLength],
           redirectAbs: [abs.status, abs.redirected, abs.url === `${location.origin}/small`, (await abs.arrayBuffer()).byteLength],
         };
       });
-      for (const k of ["redirect", "redirectAbs"]) {
+      for (const k of ["redirect", "redirectAbs", "br"]) {
         assert(JSON.stringify(r[k]) === JSON.stringify(d[k]), `${k} through the tunnel ${JSON.stringify(r[k])} as directly ${JSON.stringify(d[k])}`);
       }
       assert(r.redirect[1] === true && r.redirect[2] === "/small", "the page sees the redirect");

@@ -686,6 +686,7 @@ impl BuiltResponse {
         {
             b"gzip" | b"x-gzip" => Some("gzip"),
             b"deflate" => Some("deflate"),
+            b"br" => Some(BROTLI),
             _ => None,
         }
     }
@@ -761,29 +762,95 @@ enum PartsBody {
     Streamed(Box<BodyState>),
 }
 
-/// The body as a pull-based `ReadableStream`, decoded by the browser when it has a
-/// content `coding`.
+/// The `coding` name of brotli, which this module decodes itself (the browser's
+/// `DecompressionStream` knows only gzip and deflate).
+const BROTLI: &str = "br";
+
+/// The body as a pull-based `ReadableStream`, decoded when it has a content `coding`: by
+/// the browser for gzip and deflate, by [`Brotli`] for br.
 fn body_stream(coding: Option<&'static str>, state: BodyState) -> Result<ReadableStream, JsValue> {
-    let stream = futures_util::stream::unfold(Some(state), |state| async move {
-        let mut state = state?;
-        match state.next_chunk().await {
-            Ok(Some(bytes)) => Some((Ok(Uint8Array::from(&bytes[..]).into()), Some(state))),
-            Ok(None) => None,
-            Err(e) => {
-                let reason = match &state.abort {
-                    Some((_, signal)) if signal.aborted() => signal.reason(),
-                    _ => e.into(),
-                };
-                Some((Err(reason), None))
+    let brotli = (coding == Some(BROTLI)).then(Brotli::default);
+    let stream = futures_util::stream::unfold(Some((state, brotli)), |next| async move {
+        let (mut state, mut brotli) = next?;
+        loop {
+            let decoded = match (state.next_chunk().await, brotli.as_mut()) {
+                (Ok(Some(bytes)), None) => Ok(Some(bytes.to_vec())),
+                (Ok(Some(bytes)), Some(b)) => b.push(&bytes).map(Some),
+                (Ok(None), Some(b)) => b.finish().map(|rest| (!rest.is_empty()).then_some(rest)),
+                (Ok(None), None) => Ok(None),
+                (Err(e), _) => Err(e),
+            };
+            match decoded {
+                // A compressed chunk need not yield any output yet.
+                Ok(Some(bytes)) if bytes.is_empty() => continue,
+                Ok(Some(bytes)) => {
+                    return Some((
+                        Ok(Uint8Array::from(&bytes[..]).into()),
+                        Some((state, brotli)),
+                    ));
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    let reason = match &state.abort {
+                        Some((_, signal)) if signal.aborted() => signal.reason(),
+                        _ => e.into(),
+                    };
+                    return Some((Err(reason), None));
+                }
             }
         }
     });
     let mut body = wasm_streams::ReadableStream::from_stream(stream).into_raw();
-    if let Some(format) = coding {
+    if let Some(format) = coding.filter(|c| *c != BROTLI) {
         let decompress = DecompressionStream::new(format)?;
         body = body.pipe_through(decompress.unchecked_ref());
     }
     Ok(body)
+}
+
+/// A streaming brotli decoder for response bodies (`brotli-decompressor`: Dropbox's, the
+/// one `brotli` builds on).
+struct Brotli {
+    writer: Option<brotli_decompressor::DecompressorWriter<Vec<u8>>>,
+}
+
+impl Default for Brotli {
+    fn default() -> Self {
+        Self {
+            writer: Some(brotli_decompressor::DecompressorWriter::new(
+                Vec::new(),
+                16 * 1024,
+            )),
+        }
+    }
+}
+
+impl Brotli {
+    /// Decodes the next compressed bytes; returns what they decoded to so far.
+    fn push(&mut self, compressed: &[u8]) -> Result<Vec<u8>, ClientError> {
+        use std::io::Write as _;
+        let writer = self.writer.as_mut().ok_or_else(Self::ended)?;
+        writer.write_all(compressed).map_err(Self::bad)?;
+        Ok(std::mem::take(writer.get_mut()))
+    }
+
+    /// The end of the body: the rest of the output, or an error if the brotli stream was cut
+    /// short.
+    fn finish(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut writer = self.writer.take().ok_or_else(Self::ended)?;
+        writer.close().map_err(Self::bad)?;
+        writer
+            .into_inner()
+            .map_err(|_| ClientError::BadResponse("the br body ended before its end".into()))
+    }
+
+    fn bad(e: std::io::Error) -> ClientError {
+        ClientError::BadResponse(format!("the br body does not decode: {e}"))
+    }
+
+    fn ended() -> ClientError {
+        ClientError::BadResponse("the br body was read past its end".into())
+    }
 }
 
 /// What a `Response` is made with.
