@@ -141,6 +141,7 @@ export function patternChunk(seed, len) {
  *  GET  /redirect    302 to /small
  *  GET  /redirect-abs 302 to http://HOST/small (the Host it was asked for, as behind a proxy)
  *  GET  /cookie      sets cookies
+ *  GET  /cookie-delete  deletes the visible one
  */
 export async function startTestApp() {
   const gates = new Map();
@@ -232,6 +233,9 @@ export async function startTestApp() {
       res.writeHead(302, { location: `http://${req.headers.host}/small` }).end();
     } else if (url.pathname === "/redirect") {
       res.writeHead(302, { location: "/small" }).end();
+    } else if (url.pathname === "/cookie-delete") {
+      res.writeHead(200, { "set-cookie": ["visible=; Path=/; Max-Age=0"], "content-type": "text/plain" });
+      res.end("deleted");
     } else if (url.pathname === "/cookie") {
       res.writeHead(200, {
         "set-cookie": ["visible=yes; Path=/", "secret=no; Path=/; HttpOnly"],

@@ -287,6 +287,8 @@ async function main() {
         const again = await fetch("cookie");
         out.cookieSent = await again.text();
         out.documentCookie = document.cookie;
+        await fetch("cookie-delete");
+        out.afterDelete = [document.cookie, await (await fetch("cookie")).text()];
         out.shim = window.WebSocket.__burrow === true;
         // Only documents get the shim: the same HTML fetched by a script is the app's bytes.
         out.fetchedHtml = await (await fetch("./")).text();
@@ -319,6 +321,7 @@ async function main() {
       assert(r.missing === 404, "404 passes through");
       assert(r.cookieSent.includes("visible=yes") && r.cookieSent.includes("secret=no"), "the jar sends cookies back");
       assert(r.documentCookie.includes("visible=yes") && !r.documentCookie.includes("secret"), "non-HttpOnly cookies mirrored");
+      assert(!r.afterDelete[0].includes("visible"), `a cookie the app deleted leaves document.cookie (${r.afterDelete[0]})`);
       assert(r.shim, "the page got the WebSocket shim");
       assert(!r.fetchedHtml.includes("/.burrow/shim.js") && r.fetchedHtml.includes("<h1 id=hello>"),
         `HTML fetched by a script is not changed (${r.fetchedHtml.slice(0, 120)})`);

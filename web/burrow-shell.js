@@ -49,6 +49,8 @@ class Shell {
     this.ports = new Set();
     /** What went through the tunnel, for the dashboard and the tests. */
     this.counters = { requests: 0, failures: 0, webSockets: 0 };
+    /** The cookies copied into document.cookie: "name\npath" -> [name, path]. */
+    this.mirrored = new Map();
     this.frame = null;
     this.status = document.getElementById("burrow-status");
     this.onServiceWorkerMessage = (e) => this.answer(e);
@@ -322,6 +324,8 @@ class Shell {
   // Apps' scripts read their cookies from document.cookie; the tunnel's jar has them (the
   // browser never sees the app's Set-Cookie), so non-HttpOnly ones are copied into this
   // origin's document.cookie, which is the app's alone.
+  // A cookie the jar no longer has (the app deleted it, or it expired) is deleted from
+  // document.cookie too.
   mirrorCookies(tunnel) {
     let jar;
     try {
@@ -329,6 +333,7 @@ class Shell {
     } catch {
       return;
     }
+    const now = new Map();
     for (const c of jar ?? []) {
       if (c.httpOnly) continue;
       const path = c.path && c.path.startsWith("/") ? c.path : "/";
@@ -336,7 +341,12 @@ class Shell {
       if (c.expires) cookie += `; expires=${new Date(c.expires).toUTCString()}`;
       if (c.sameSite) cookie += `; samesite=${c.sameSite}`;
       document.cookie = cookie;
+      now.set(`${c.name}\n${path}`, [c.name, path]);
     }
+    for (const [key, [name, path]] of this.mirrored) {
+      if (!now.has(key)) document.cookie = `${name}=; path=${path}; max-age=0`;
+    }
+    this.mirrored = now;
   }
 }
 
