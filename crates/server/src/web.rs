@@ -143,7 +143,7 @@ pub fn app_page(body: impl IntoResponse, frame_ancestors: HeaderValue) -> Respon
         .into_response()
 }
 
-fn script(body: &'static str) -> Response {
+fn script(body: impl IntoResponse) -> Response {
     (
         [
             (
@@ -167,18 +167,7 @@ pub fn app_worker_bootstrap() -> Response {
 
 /// A script an app staged for its own worker, to that worker's `importScripts`.
 pub fn staged_script(body: axum::body::Bytes) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/javascript; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            NOSNIFF,
-        ],
-        body,
-    )
-        .into_response()
+    script(body)
 }
 
 async fn service_worker() -> Response {
